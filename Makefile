@@ -1,0 +1,73 @@
+# Transfer-learning course: every command a learner, a template user or CI needs.
+# `make` alone lists the targets.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Profile of `make run`: "full" (the course) or "small" (a quick check, as in CI).
+PROFILE ?= full
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test unit nbval run lab data weights lint clean clean-all
+
+## help: list the targets with what each one does
+help:
+	@echo "Targets:"
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed -e 's/^## /  make /' -e 's/: / - /'
+
+## setup: create .venv with the pinned requirements, helpers (editable) and a Jupyter kernel
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name tl-course --display-name "Python (transfer-learning course)"
+	@if [ -d .git ]; then $(BIN)/pre-commit install >/dev/null && echo "pre-commit hook installed"; fi
+	@touch $@
+
+## test: unit tests, then every notebook under nbval with the small profile
+test: unit nbval
+
+## unit: the unit tests of helpers/ only
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+## nbval: run every notebook (small profile) and fail on any error
+nbval: $(STAMP)
+	COURSE_PROFILE=small COURSE_RUN_DIR=runs/nbval $(BIN)/python -m pytest --nbval-lax \
+		--nbval-cell-timeout=900 -p no:cacheprovider notebooks
+
+## run: execute the whole course with papermill into a new run folder (PROFILE=full|small)
+run: $(STAMP)
+	$(BIN)/python -m helpers.runner --profile $(PROFILE)
+
+## lab: open the notebooks in JupyterLab
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+## data: generate the demo anti-spoofing dataset into data/ (no download)
+data: $(STAMP)
+	$(BIN)/python -m helpers.demo_data
+
+## weights: fetch every backbone's ImageNet weights into the Keras cache (needs internet once)
+weights: $(STAMP)
+	$(BIN)/python -m helpers.backbones --download
+
+## lint: ruff on helpers, tests and notebooks
+lint: $(STAMP)
+	$(BIN)/ruff check helpers tests notebooks
+
+## clean: remove run folders and caches (your data and the venv are kept)
+clean:
+	rm -rf runs .cache .pytest_cache .ruff_cache
+	find helpers tests notebooks -name __pycache__ -type d -prune -exec rm -rf {} +
+
+## clean-all: clean, plus the generated demo datasets and the venv
+clean-all: clean
+	@for d in data/demo data/demo-*; do \
+		if [ -f "$$d/options.json" ]; then rm -rf "$$d" && echo "removed $$d"; fi; \
+	done
+	rm -rf $(VENV)

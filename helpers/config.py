@@ -1,0 +1,49 @@
+"""Project paths and run profiles, all built from one project root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJ_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJ_ROOT / "data"
+RUNS_DIR = PROJ_ROOT / "runs"
+CACHE_DIR = PROJ_ROOT / ".cache"
+NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
+
+# Profiles size the course: "full" is the course as a learner runs it (minutes on a
+# laptop CPU); "small" is what CI and nbval run (seconds per notebook).
+PROFILES: dict[str, dict] = {
+    "full": {"demo_per_class": 300, "demo_image_size": 256, "image_size": 224},
+    "small": {"demo_per_class": 48, "demo_image_size": 160, "image_size": 128},
+}
+PROFILE_ENV = "COURSE_PROFILE"
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """Return the profile name: the argument, else $COURSE_PROFILE, else "full"."""
+    name = profile or os.environ.get(PROFILE_ENV) or "full"
+    if name not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {name!r} (from {'the PROFILE parameter' if profile else '$' + PROFILE_ENV}); "
+            f"use one of {sorted(PROFILES)}."
+        )
+    return name
+
+
+def profile_settings(profile: str | None = None) -> dict:
+    """Settings of the resolved profile, with its name under "profile"."""
+    name = resolve_profile(profile)
+    return {"profile": name, **PROFILES[name]}
+
+
+def project_path(path: str | os.PathLike | None, default: Path) -> Path:
+    """Resolve a user-given path: absolute as is, relative to the project root.
+
+    Notebooks run from ``notebooks/`` (nbval, JupyterLab) or from wherever papermill
+    was called; resolving against the project root makes both mean the same folder.
+    """
+    if path is None or str(path) == "":
+        return default
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJ_ROOT / p
