@@ -343,6 +343,8 @@ def unfreeze(
         elif keep_batchnorm_frozen and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
             kept += 1
+        else:
+            layer.trainable = True
     unfrozen = sum(1 for layer in layers[start:] if layer.trainable and layer.weights)
     return {"unfrozen_layers": unfrozen, "batchnorm_kept_frozen": kept}
 
@@ -352,6 +354,23 @@ def count_params(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     frozen = sum(int(w.numpy().size) for w in model.non_trainable_weights)
     return {"trainable": trainable, "non_trainable": frozen, "total": trainable + frozen}
+
+
+def pooled_features(backbone: keras.Model, dataset) -> tuple:
+    """The frozen backbone's globally averaged features for a dataset of (images, labels).
+
+    Returns:
+        ``(features, labels)`` as numpy arrays, one row per image.
+    """
+    import numpy as np
+
+    features, labels = [], []
+    for images, batch_labels in dataset:
+        out = backbone(images, training=False)
+        out = keras.ops.mean(out, axis=(1, 2)) if len(out.shape) == 4 else out
+        features.append(keras.ops.convert_to_numpy(out))
+        labels.append(np.asarray(batch_labels))
+    return np.concatenate(features), np.concatenate(labels)
 
 
 def download_all(names: list[str] | None = None) -> dict[str, str]:

@@ -67,7 +67,7 @@ def compare_bars(
     sns.barplot(x=values.values, y=[str(i) for i in values.index], ax=ax, color="#4C72B0")
     if reference is not None:
         ax.axvline(reference, color="#C44E52", linestyle="--", label=reference_label)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=7, padding=2)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
