@@ -87,14 +87,21 @@ EXPECTED = {
     "réel/ok_r1.png": ("ok", "", False),
 }
 SYSTEM_ENTRIES = [
-    ".DS_Store", "__MACOSX/chat/._ok_0.jpg", ".ipynb_checkpoints/x.jpg",
-    "chat/.DS_Store", "chat/._ok_0.jpg", "chat/Thumbs.db", "chat/desktop.ini",
-    "chat/.ipynb_checkpoints/ok_0-checkpoint.jpg", "chat/nested/.hidden/x.jpg",
+    ".DS_Store",
+    "__MACOSX/chat/._ok_0.jpg",
+    ".ipynb_checkpoints/x.jpg",
+    "chat/.DS_Store",
+    "chat/._ok_0.jpg",
+    "chat/Thumbs.db",
+    "chat/desktop.ini",
+    "chat/.ipynb_checkpoints/ok_0-checkpoint.jpg",
+    "chat/nested/.hidden/x.jpg",
 ]
 
 
 def build_bad_tree(root: Path) -> None:
     """Write the folder of EXPECTED plus system entries, root files and an empty class."""
+
     def put(rel: str, data: bytes | str) -> None:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -123,8 +130,7 @@ def build_bad_tree(root: Path) -> None:
     deep = np.full((64, 64), 32896, np.uint16)  # 32896 / 257 = 128.
     deep[:, :32] = 65535
     put("chat/deep16.png", encode(Image.fromarray(deep), "PNG"))
-    put("chat/cmyk.jpg", encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG",
-                                quality=95))
+    put("chat/cmyk.jpg", encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG", quality=95))
     frames = [pattern(20 + i) for i in range(3)]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
@@ -162,8 +168,9 @@ def bad(tmp_path_factory):
     root = base / "data"
     build_bad_tree(root)
     before = tree_state(root)
-    result = D.scan(root, max_pixels=MAX_PIXELS, max_side=MAX_SIDE, cache_dir=base / "cache",
-                    workers=3)
+    result = D.scan(
+        root, max_pixels=MAX_PIXELS, max_side=MAX_SIDE, cache_dir=base / "cache", workers=3
+    )
     return root, result, before
 
 
@@ -237,7 +244,9 @@ def test_pixels_of_converted_images(bad):
     big = Image.open(row(result, "chat/big.jpg")["decode_path"])
     assert big.size == (200, 150)
     assert (row(result, "chat/big.jpg")["width"], row(result, "chat/big.jpg")["height"]) == (
-        400, 300)
+        400,
+        300,
+    )
     assert Image.open(row(result, "chat/anim.gif")["decode_path"]).mode == "RGB"
 
 
@@ -272,6 +281,8 @@ def test_label_conflicts_and_problems(bad):
     assert any("label conflict" in p for p in result.problems)
     assert any("'vide'" in p for p in result.problems)
     assert "chat/conflict.jpg" not in set(result.good["relpath"])
+    clustered = set(result.files.loc[result.files["dup_size"] > 1, "relpath"])
+    assert clustered == {"chat/conflict.jpg", "réel/conflict_copy.jpg"}  # Flat ones are not.
 
 
 def test_check_trainable_names_empty_class(bad):
@@ -304,11 +315,33 @@ def test_no_class_folder_and_bad_arguments(tmp_path):
         D.scan(tmp_path / "missing")
 
 
+def test_tf_failure_falls_back_to_a_normalised_copy(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        pattern(ord(label)).save(root / label / "x.jpg")
+    reason = D._tf_mismatch(b"not an image", pattern(0), lossy=True)
+    assert reason.startswith("TensorFlow cannot decode it natively: ")
+    assert "{{" not in reason and "[Op:" not in reason
+    real = D._tf_mismatch
+    monkeypatch.setattr(
+        D,
+        "_tf_mismatch",
+        lambda data, rgb, lossy: real(b"x" if b"JFIF" in data else data, rgb, lossy),
+    )
+    result = D.scan(root, cache_dir=tmp_path / "cache")
+    assert result.good["normalised"].all()
+    assert result.good["notes"].str.contains("TensorFlow cannot decode it natively").all()
+    x, _ = D.dataset_arrays(D.make_dataset(result.good, result.classes, 16))
+    assert x.shape == (2, 16, 16, 3)
+
+
 def test_pipeline_on_bad_folder_never_crashes(bad):
     _, result, _ = bad
     good = result.good
-    ds = D.make_dataset(good, result.classes, (48, 40), batch_size=5, label_mode="int",
-                        shuffle=True, cache=False)
+    ds = D.make_dataset(
+        good, result.classes, (48, 40), batch_size=5, label_mode="int", shuffle=True, cache=False
+    )
     x, y = D.dataset_arrays(ds)
     assert x.shape == (len(good), 48, 40, 3) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 1.0
@@ -331,12 +364,14 @@ def test_dhash_near_and_far():
 def test_find_duplicates_exact_near_and_transitive():
     base = 0x0F0F_0F0F_0F0F_0F0F
     hashes = [base, base ^ 0b111, base ^ 0b111_1000_0000, base ^ (0xFF << 40), None, base]
-    df = pd.DataFrame({
-        "relpath": [f"c/{i}.png" for i in range(6)],
-        "sha256": ["a", "b", "c", "d", "e", "a"],
-        "dhash": [None if h is None else f"{h:016x}" for h in hashes],
-        "label": ["c"] * 6,
-    })
+    df = pd.DataFrame(
+        {
+            "relpath": [f"c/{i}.png" for i in range(6)],
+            "sha256": ["a", "b", "c", "d", "e", "a"],
+            "dhash": [None if h is None else f"{h:016x}" for h in hashes],
+            "label": ["c"] * 6,
+        }
+    )
     out = D.find_duplicates(df, max_distance=4)
     c = out["dup_cluster"].tolist()
     # 0~1 (3 bits), 1~2 (4 bits) so 0, 1, 2 and the exact copy 5 are one cluster;
@@ -346,16 +381,23 @@ def test_find_duplicates_exact_near_and_transitive():
     assert out.loc[3, "dup_kind"] == "" and out.loc[3, "dup_size"] == 1
     strict = D.find_duplicates(df, max_distance=3)["dup_cluster"].tolist()
     assert strict[0] == strict[1] == strict[5] and strict[2] != strict[0]
+    flat = pd.DataFrame(
+        {
+            "relpath": ["x", "y", "z"],
+            "sha256": ["1", "2", "3"],
+            "dhash": ["0000000000000000", "0000000000000001", "ffffffffffffffff"],
+            "label": ["c"] * 3,
+        }
+    )
+    assert D.find_duplicates(flat)["dup_size"].tolist() == [1, 1, 1]  # Flat: no near match.
 
 
-def make_dup_tree(root: Path, n_per_class: int = 12, start: int = 100, copies: bool = True
-                  ) -> None:
+def make_dup_tree(root: Path, n_per_class: int = 12, start: int = 100, copies: bool = True) -> None:
     """Two classes of distinct images, plus a near copy and an exact copy in class a."""
     for label, offset in (("a", 0), ("b", 500)):
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
-            pattern(start + offset + i).save(root / label / f"{label}_{start + i}.jpg",
-                                             quality=92)
+            pattern(start + offset + i).save(root / label / f"{label}_{start + i}.jpg", quality=92)
     if not copies:
         return
     im = pattern(start, (64, 64))
@@ -388,12 +430,14 @@ def test_attach_metadata_groups(tmp_path):
     make_dup_tree(root, n_per_class=6)
     result = D.scan(root, cache_dir=tmp_path / "cache")
     rels = sorted(result.files["relpath"])
-    meta = pd.DataFrame({
-        "path": ["./" + r for r in rels[:-1]] + ["gone/missing.jpg"],
-        "label": [r.split("/")[0] for r in rels[:-1]] + ["a"],
-        "source": [f"src{i % 4}" for i in range(len(rels))],
-        "device": ["phone"] * len(rels),
-    })
+    meta = pd.DataFrame(
+        {
+            "path": ["./" + r for r in rels[:-1]] + ["gone/missing.jpg"],
+            "label": [r.split("/")[0] for r in rels[:-1]] + ["a"],
+            "source": [f"src{i % 4}" for i in range(len(rels))],
+            "device": ["phone"] * len(rels),
+        }
+    )
     csv = root / "metadata.csv"
     meta.to_csv(csv, index=False)
     with pytest.warns(UserWarning, match="1 file\\(s\\) have no row"):
@@ -423,13 +467,15 @@ def synthetic(n_a: int = 120, n_b: int = 80, group_size: int = 0, prefix: str = 
     for label, n in (("a", n_a), ("b", n_b)):
         for i in range(n):
             rel = f"{label}/{prefix}{i:04d}.jpg"
-            rows.append({
-                "relpath": rel,
-                "label": label,
-                "sha256": hashlib.sha256(rel.encode()).hexdigest(),
-                "group": f"{label}-g{i // group_size}" if group_size else "",
-                "status": "ok",
-            })
+            rows.append(
+                {
+                    "relpath": rel,
+                    "label": label,
+                    "sha256": hashlib.sha256(rel.encode()).hexdigest(),
+                    "group": f"{label}-g{i // group_size}" if group_size else "",
+                    "status": "ok",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -456,8 +502,13 @@ def test_split_deterministic_and_seeded():
     df = synthetic()
     a = D.make_split(df, seed=7)["split"].tolist()
     assert a == D.make_split(df, seed=7)["split"].tolist()
-    assert a == D.make_split(df.sample(frac=1, random_state=1), seed=7).set_index(
-        "relpath").loc[df["relpath"], "split"].tolist()
+    assert (
+        a
+        == D.make_split(df.sample(frac=1, random_state=1), seed=7)
+        .set_index("relpath")
+        .loc[df["relpath"], "split"]
+        .tolist()
+    )
     assert a != D.make_split(df, seed=8)["split"].tolist()
 
 
@@ -494,8 +545,13 @@ def test_manifest_reuse_keeps_old_splits(tmp_path):
     new.loc[new["relpath"] == changed, "sha256"] = "f" * 64
     test_file = old[old["split"] == "test"].iloc[0]
     # A new file of an old test file's group must join test.
-    joiner = {"relpath": "a/joins.jpg", "label": test_file["label"], "sha256": "e" * 64,
-              "group": test_file["group"], "status": "ok"}
+    joiner = {
+        "relpath": "a/joins.jpg",
+        "label": test_file["label"],
+        "sha256": "e" * 64,
+        "group": test_file["group"],
+        "status": "ok",
+    }
     new = pd.concat([new, pd.DataFrame([joiner])], ignore_index=True)
     with pytest.warns(UserWarning, match="gone and dropped"):
         again = D.make_split(new, seed=123, manifest_path=manifest)
@@ -504,7 +560,8 @@ def test_manifest_reuse_keeps_old_splits(tmp_path):
     kept = [r for r in by_old.index if r not in (gone, changed)]
     assert (by_new.loc[kept, "split"] == by_old[kept]).all()
     assert set(old.loc[old["split"] == "test", "relpath"]) - {gone, changed} <= set(
-        again.loc[again["split"] == "test", "relpath"])
+        again.loc[again["split"] == "test", "relpath"]
+    )
     assert by_new.loc[changed, "split_origin"] != "manifest"
     assert by_new.loc["a/joins.jpg", "split"] == "test"
     assert by_new.loc["a/joins.jpg", "split_origin"] == "unit"
@@ -524,8 +581,7 @@ def test_manifest_with_real_scan(tmp_path):
     (root / "a" / "near_copy.jpg").unlink()
     pattern(999).save(root / "a" / "near_copy.jpg")  # Same name, new content.
     second = D.make_split(D.scan(root, cache_dir=tmp_path / "c").good, manifest_path=manifest)
-    assert old_test - {"a/near_copy.jpg"} <= set(second.loc[second["split"] == "test",
-                                                            "relpath"])
+    assert old_test - {"a/near_copy.jpg"} <= set(second.loc[second["split"] == "test", "relpath"])
     by = second.set_index("relpath")
     assert by.loc["a/near_copy.jpg", "split_origin"] != "manifest"
     assert (by["split_origin"] == "manifest").sum() == len(first) - 1
@@ -569,8 +625,14 @@ def test_size_rules_binary(count, status, augmentation):
 
 @pytest.mark.parametrize(
     ("count", "status"),
-    [(199, "below minimum"), (200, "minimum met"), (499, "minimum met"),
-     (500, "minimum met"), (999, "minimum met"), (1000, "ideal met")],
+    [
+        (199, "below minimum"),
+        (200, "minimum met"),
+        (499, "minimum met"),
+        (500, "minimum met"),
+        (999, "minimum met"),
+        (1000, "ideal met"),
+    ],
 )
 def test_size_rules_multiclass(count, status):
     rules = D.size_rules({"a": count, "b": 1000, "c": 1000}).set_index("label")
@@ -642,13 +704,17 @@ def dark_bright(tmp_path_factory):
 def test_make_dataset_shapes_and_label_order(dark_bright, label_mode):
     result = dark_bright
     assert result.classes == ["dark", "light"]
-    ds = D.make_dataset(result.good, result.classes, 24, batch_size=4, shuffle=True, seed=1,
-                        label_mode=label_mode)
+    ds = D.make_dataset(
+        result.good, result.classes, 24, batch_size=4, shuffle=True, seed=1, label_mode=label_mode
+    )
     x, y = D.dataset_arrays(ds)
     assert x.shape == (11, 24, 24, 3) and x.dtype == np.float32
     assert x.min() >= 0.0 and x.max() <= 255.0 and x.max() > 150.0
-    index = {"binary": y[:, 0] if y.ndim == 2 else y, "int": y,
-             "categorical": y.argmax(-1) if y.ndim == 2 else y}[label_mode]
+    index = {
+        "binary": y[:, 0] if y.ndim == 2 else y,
+        "int": y,
+        "categorical": y.argmax(-1) if y.ndim == 2 else y,
+    }[label_mode]
     if label_mode == "binary":
         assert y.shape == (11, 1) and y.dtype == np.float32
     elif label_mode == "categorical":
@@ -662,9 +728,14 @@ def test_make_dataset_shapes_and_label_order(dark_bright, label_mode):
 
 def test_make_dataset_options(dark_bright, tmp_path):
     result = dark_bright
-    ds = D.make_dataset(result.good, result.classes, (16, 20), batch_size=3,
-                        cache=str(tmp_path / "tfcache" / "train"),
-                        augment=lambda x: 255.0 - x)
+    ds = D.make_dataset(
+        result.good,
+        result.classes,
+        (16, 20),
+        batch_size=3,
+        cache=str(tmp_path / "tfcache" / "train"),
+        augment=lambda x: 255.0 - x,
+    )
     x, _ = D.dataset_arrays(ds)
     assert x.shape == (11, 16, 20, 3)
     assert (x.mean(axis=(1, 2, 3)) > 127).sum() == 6  # Inverted: the dark ones are bright.
@@ -676,6 +747,21 @@ def test_make_dataset_options(dark_bright, tmp_path):
         D.make_dataset(result.good, ["dark", "other"], 16)
     with pytest.raises(ValueError, match="label_mode"):
         D.make_dataset(result.good, result.classes, 16, label_mode="sparse")
+
+
+def test_make_dataset_runs_keras_layers_in_training_mode(dark_bright):
+    import keras
+
+    # Dropout is the identity unless called with training=True.
+    ds = D.make_dataset(
+        dark_bright.good,
+        dark_bright.classes,
+        16,
+        batch_size=4,
+        augment=keras.layers.Dropout(0.5, seed=0),
+    )
+    x, _ = D.dataset_arrays(ds)
+    assert 0.3 < (x == 0).mean() < 0.7
 
 
 def test_split_datasets(dark_bright):
