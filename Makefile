@@ -37,6 +37,7 @@ unit: $(STAMP)
 
 ## nbval: run every notebook (small profile) and fail on any error
 nbval: $(STAMP)
+	rm -rf runs/nbval
 	COURSE_PROFILE=small COURSE_RUN_DIR=runs/nbval $(BIN)/python -m pytest --nbval-lax \
 		--nbval-cell-timeout=900 -p no:cacheprovider notebooks
 
