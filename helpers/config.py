@@ -14,8 +14,22 @@ NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
 # Profiles size the course: "full" is the course as a learner runs it (minutes on a
 # laptop CPU); "small" is what CI and nbval run (seconds per notebook).
 PROFILES: dict[str, dict] = {
-    "full": {"demo_per_class": 300, "demo_image_size": 256, "image_size": 224},
-    "small": {"demo_per_class": 48, "demo_image_size": 160, "image_size": 128},
+    "full": {
+        "demo_per_class": 300,
+        "demo_image_size": 256,
+        "image_size": 224,
+        "phase1_epochs": 15,
+        "phase2_epochs": 5,
+        "demo_epochs": 3,
+    },
+    "small": {
+        "demo_per_class": 48,
+        "demo_image_size": 160,
+        "image_size": 128,
+        "phase1_epochs": 4,
+        "phase2_epochs": 2,
+        "demo_epochs": 2,
+    },
 }
 PROFILE_ENV = "COURSE_PROFILE"
 

@@ -752,14 +752,14 @@ def is_complete(folder: Path, opts: dict) -> bool:
 
 
 def _default_workers(n_images: int) -> int:
-    """Two processes for 64 images or more, if two cores are free and forking is safe.
+    """Two processes for 200 images or more, if two cores are free and forking is safe.
 
     Forking is safe only while this process runs a single thread (a Jupyter kernel or a
     loaded TensorFlow runs several, and a forked child could deadlock on their locks).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     can_fork = "fork" in multiprocessing.get_all_start_methods()
-    if n_images < 64 or (cores or 1) < 2 or not can_fork or threading.active_count() > 1:
+    if n_images < 200 or (cores or 1) < 2 or not can_fork or threading.active_count() > 1:
         return 1
     return 2
 
@@ -781,7 +781,7 @@ def generate(
     the project root. It is written into a hidden temporary sibling and renamed at the
     end, so an interrupted run leaves no half dataset. An existing folder with other
     content raises ``FileExistsError`` and is never overwritten. ``workers`` is the number
-    of processes (default: 2 for 64 images or more where that is safe, see
+    of processes (default: 2 for 200 images or more where that is safe, see
     :func:`_default_workers`); it does not change a byte of the output.
     """
     opts = _options(per_class, image_size, fake_ratio, print_share, bias, seed)

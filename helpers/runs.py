@@ -22,8 +22,14 @@ from helpers.config import PROJ_ROOT, RUNS_DIR, project_path
 RUN_DIR_ENV = "COURSE_RUN_DIR"
 RECORD_NAME = "run.json"
 TRACKED_PACKAGES = (
-    "tensorflow", "keras", "ai-edge-litert", "numpy", "scikit-learn", "scikit-image",
-    "pillow", "papermill",
+    "tensorflow",
+    "keras",
+    "ai-edge-litert",
+    "numpy",
+    "scikit-learn",
+    "scikit-image",
+    "pillow",
+    "papermill",
 )
 
 
@@ -84,7 +90,9 @@ def record(run_dir: Path, section: str, data: dict) -> dict:
     return current
 
 
-def record_notebook(run_dir: Path, notebook: str, parameters: dict, metrics: dict | None = None):
+def record_notebook(
+    run_dir: Path, notebook: str, parameters: dict, metrics: dict | None = None
+) -> None:
     """Record a notebook's parameters and metrics under ``notebooks.<name>``."""
     current = load_record(run_dir)
     notebooks = current.get("notebooks", {})
@@ -94,18 +102,25 @@ def record_notebook(run_dir: Path, notebook: str, parameters: dict, metrics: dic
         entry.setdefault("metrics", {}).update(metrics)
     entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     notebooks[notebook] = entry
-    return record(run_dir, "notebooks", notebooks)
+    record(run_dir, "notebooks", notebooks)
 
 
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJ_ROOT, capture_output=True,
-            text=True, timeout=5, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJ_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJ_ROOT,
-            capture_output=True, text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJ_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -127,3 +142,14 @@ def environment() -> dict:
         "packages": versions,
         "git_commit": git_commit(),
     }
+
+
+def load_data_info(run_dir: Path) -> dict:
+    """What notebook 01 saved (classes, manifest path, image size, class weights...)."""
+    path = Path(run_dir) / "data.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run notebook 01 (data preparation) with the same RUN_DIR "
+            "first, or run the whole course with `make run`."
+        )
+    return read_json(path)

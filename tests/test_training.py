@@ -1,0 +1,470 @@
+"""Two-phase training helpers: diagnosis, warnings, feature cache, evaluation, saving, guard."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from helpers import backbones, training
+
+# ---------------------------------------------------------------------------------------
+# Learning-curve diagnosis on hand-made histories
+# ---------------------------------------------------------------------------------------
+
+
+def _history(loss, val_loss, acc=None, val_acc=None) -> dict:
+    history = {"loss": list(loss), "val_loss": list(val_loss)}
+    if acc is not None:
+        history.update({"accuracy": list(acc), "val_accuracy": list(val_acc)})
+    return history
+
+
+GOOD = _history(
+    [0.69, 0.50, 0.40, 0.35, 0.33, 0.32, 0.315, 0.31],
+    [0.68, 0.52, 0.42, 0.38, 0.37, 0.365, 0.36, 0.36],
+    [0.55, 0.75, 0.83, 0.86, 0.87, 0.87, 0.875, 0.88],
+    [0.56, 0.74, 0.81, 0.84, 0.85, 0.85, 0.855, 0.855],
+)
+
+
+def test_good_curves():
+    result = training.diagnose(GOOD)
+    assert result.verdict == "good"
+    assert result.evidence["plateaued"] and result.remedies == []
+    assert result.sentence.startswith("Good: training and validation loss fell together")
+    assert "0.69 → 0.31" in result.sentence
+
+
+def test_good_but_not_plateaued_suggests_more_epochs():
+    history = _history(
+        [0.9, 0.7, 0.5, 0.4], [0.9, 0.7, 0.55, 0.45], [0.6, 0.7, 0.8, 0.85], [0.6, 0.7, 0.78, 0.82]
+    )
+    result = training.diagnose(history)
+    assert result.verdict == "good" and not result.evidence["plateaued"]
+    assert "more epochs" in result.sentence
+
+
+def test_overfitting_on_validation_loss_names_epochs_and_values():
+    history = _history(
+        [0.70, 0.55, 0.45, 0.40, 0.33, 0.27, 0.22, 0.18, 0.15, 0.12],
+        [0.60, 0.45, 0.36, 0.31, 0.32, 0.34, 0.37, 0.40, 0.42, 0.45],
+        [0.60, 0.72, 0.80, 0.84, 0.88, 0.91, 0.93, 0.95, 0.96, 0.97],
+        [0.65, 0.75, 0.82, 0.85, 0.85, 0.84, 0.84, 0.83, 0.83, 0.82],
+    )
+    result = training.diagnose(history)
+    assert result.verdict == "overfitting"
+    assert result.sentence == (
+        "Overfitting: validation loss rose from 0.31 at epoch 4 (its minimum) to 0.45 at "
+        "epoch 10 while training loss kept falling (0.40 → 0.12)."
+    )
+    assert result.remedies == training.OVERFITTING_REMEDIES
+    assert result.evidence["val_loss_min_epoch"] == 4
+
+
+@pytest.mark.parametrize(("last", "verdict"), [(0.511, "overfitting"), (0.509, "good")])
+def test_validation_loss_tolerance_edge(last, verdict):
+    # Minimum 0.50; the tolerance is 2 % of it (0.010): 0.511 is above, 0.509 below.
+    history = _history([0.8, 0.6, 0.5, 0.45, 0.42], [0.8, 0.6, 0.50, 0.505, last])
+    assert training.diagnose(history, tolerance=0.02).verdict == verdict
+
+
+def test_rising_validation_loss_with_rising_training_loss_is_not_overfitting():
+    history = _history([0.6, 0.4, 0.3, 0.5, 0.7], [0.6, 0.45, 0.35, 0.5, 0.7])
+    result = training.diagnose(history)
+    assert result.verdict == "good" and result.evidence["unstable"]
+    assert "unstable" in result.sentence and result.remedies == training.UNSTABLE_REMEDIES
+
+
+@pytest.mark.parametrize(
+    ("best", "verdict"), [(0.69, "underfitting"), (0.70, "good"), (0.71, "good")]
+)
+def test_underfitting_threshold_edges(best, verdict):
+    acc = [0.55, 0.62, 0.66, best, best]
+    history = _history([0.69, 0.66, 0.64, 0.63, 0.63], [0.69, 0.67, 0.65, 0.64, 0.64], acc, acc)
+    result = training.diagnose(history)
+    assert result.verdict == verdict
+    if verdict == "underfitting":
+        assert "best training accuracy is 0.69 (epoch 4)" in result.sentence
+        assert result.remedies == training.UNDERFITTING_REMEDIES
+
+
+def test_underfitting_needs_both_accuracies_low():
+    history = _history(
+        [0.69, 0.66, 0.64, 0.63],
+        [0.69, 0.67, 0.65, 0.64],
+        [0.60, 0.70, 0.75, 0.78],
+        [0.55, 0.60, 0.65, 0.68],
+    )
+    assert training.diagnose(history).verdict != "underfitting"
+
+
+def test_overfitting_on_accuracy_gap_with_flat_validation_loss():
+    history = _history(
+        [0.60, 0.50, 0.42, 0.36, 0.31, 0.27],
+        [0.55, 0.48, 0.46, 0.46, 0.46, 0.46],
+        [0.70, 0.78, 0.84, 0.89, 0.93, 0.96],
+        [0.72, 0.78, 0.80, 0.80, 0.80, 0.80],
+    )
+    result = training.diagnose(history)
+    assert result.verdict == "overfitting"
+    assert "validation accuracy stalled (0.80 → 0.80)" in result.sentence
+    assert result.evidence["rule"].startswith("train-val accuracy gap")
+
+
+def test_loss_only_and_multiclass_histories():
+    loss_only = {k: v for k, v in GOOD.items() if "acc" not in k}
+    result = training.diagnose(loss_only)
+    assert result.verdict == "good" and not result.evidence["has_accuracy"]
+    # A 5-class history has larger losses (ln 5 = 1.61 at chance); the relative rule holds.
+    multi = _history(
+        [1.6, 1.2, 0.9, 0.7, 0.5],
+        [1.6, 1.25, 1.0, 1.1, 1.3],
+        [0.2, 0.5, 0.7, 0.8, 0.9],
+        [0.2, 0.5, 0.65, 0.64, 0.62],
+    )
+    assert training.diagnose(multi).verdict == "overfitting"
+
+
+def test_short_history_and_bad_input():
+    result = training.diagnose(_history([0.7, 0.5], [0.7, 0.6]))
+    assert result.verdict == "too short to tell" and "2 epochs" in result.sentence
+    with pytest.raises(ValueError, match="val_loss"):
+        training.diagnose({"loss": [0.5, 0.4, 0.3]})
+    # Extra keys written by fit are ignored.
+    assert (
+        training.diagnose({**GOOD, "epochs_run": 8, "best_epoch": 8, "seconds": 1.0}).verdict
+        == "good"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Fine-tuning warnings and compiling
+# ---------------------------------------------------------------------------------------
+
+
+def test_finetune_warnings_edges():
+    assert training.finetune_warnings(1e-5, 10) == []
+    [message] = training.finetune_warnings(1e-4, 10)
+    assert message.startswith(
+        "LR too high in fine-tuning: destroys the pretrained weights; use 1e-5 at most"
+    )
+    [message] = training.finetune_warnings(1e-5, 11)
+    assert message.startswith("Too many epochs in fine-tuning:")
+    assert len(training.finetune_warnings(1e-3, 20)) == 2
+
+
+def test_warn_finetune_prints_a_banner_and_warns(capsys):
+    with pytest.warns(UserWarning, match="LR too high"):
+        training.warn_finetune(1e-4, 5)
+    err = capsys.readouterr().err
+    assert "FINE-TUNING ANTI-PATTERN" in err and err.startswith("!!!")
+
+
+def test_finetune_warnings_flag_trainable_batchnorm():
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
+    [message] = training.finetune_warnings(1e-5, 5, model)
+    assert message.startswith("BatchNorm updated in fine-tuning") and "'bn'" in message
+    model.get_layer("bn").trainable = False
+    assert training.finetune_warnings(1e-5, 5, model) == []
+
+
+def _dense(units: int, activation: str, features: int = 4) -> keras.Model:
+    inputs = keras.Input((features,))
+    return keras.Model(inputs, keras.layers.Dense(units, activation=activation)(inputs))
+
+
+def test_compile_model_losses_and_metrics():
+    binary = training.compile_model(_dense(1, "sigmoid"), 1e-3, 2)
+    assert isinstance(binary.loss, keras.losses.BinaryCrossentropy)
+    assert isinstance(binary.optimizer, keras.optimizers.Adam)
+    assert float(binary.optimizer.learning_rate) == pytest.approx(1e-3)
+    multi = training.compile_model(_dense(3, "softmax"), 1e-5, 3)
+    assert isinstance(multi.loss, keras.losses.CategoricalCrossentropy)
+    sparse = training.compile_model(_dense(3, "softmax"), 1e-5, 3, label_mode="int")
+    assert isinstance(sparse.loss, keras.losses.SparseCategoricalCrossentropy)
+    with pytest.raises(ValueError, match="num_classes=3"):
+        training.compile_model(_dense(1, "sigmoid"), 1e-3, 3)
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.compile_model(_dense(1, "sigmoid"), 0, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# fit, class weights and the feature cache
+# ---------------------------------------------------------------------------------------
+
+
+def _imbalanced(n: int = 200, seed: int = 0):
+    """Toy features: 90 % class 1, classes overlapping (the bias matters)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.uniform(size=(n, 1)) < 0.9).astype("float32")
+    features = (rng.normal(size=(n, 4)) + 0.3 * labels).astype("float32")
+    return features, labels
+
+
+def test_fit_history_and_class_weight_change_the_bias():
+    features, labels = _imbalanced()
+    ds = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
+    biases = {}
+    for name, weights in (("none", None), ("weighted", {0: 10.0, 1: 1.0})):
+        keras.utils.set_random_seed(0)
+        model = training.compile_model(_dense(1, "sigmoid"), 0.05, 2)
+        history = training.fit(model, ds, ds, 8, class_weight=weights, patience=None, verbose=0)
+        biases[name] = float(model.layers[-1].bias.numpy()[0])
+    assert history["epochs_run"] == 8 and 1 <= history["best_epoch"] <= 8
+    assert {"loss", "val_loss", "accuracy", "val_auc", "seconds"} <= set(history)
+    # Weighting the rare class 0 ten times pulls the output (and the bias) towards it.
+    assert biases["weighted"] < biases["none"] - 0.5
+    with pytest.raises(ValueError, match="class index"):
+        training.fit(model, ds, ds, 1, class_weight={"fake": 2.0})
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    backbone, _ = backbones.build_backbone(
+        "EfficientNetLite0", "imagenet", (64, 64, 3), verbose=False
+    )
+    return backbone
+
+
+def _images(n: int = 64, seed: int = 0):
+    """Two kinds of toy images: a bright noise and a darker, smoother one."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 2).astype("float32").reshape(-1, 1)
+    images = rng.uniform(0, 255, (n, 64, 64, 3)).astype("float32")
+    images[labels[:, 0] == 1] = 0.5 * images[labels[:, 0] == 1] + 40
+    return images, labels
+
+
+def test_fit_head_on_features_passes_class_weight(lite0):
+    images, labels = _images()
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+    features = training.cache_features(lite0, ds)
+    biases = []
+    for weights in (None, {0: 10.0, 1: 1.0}):
+        classifier = backbones.build_classifier(lite0, 2, dropout_rate=0.0)
+        classifier.get_layer("head").set_weights(
+            [np.zeros((1280, 1), "float32"), np.zeros(1, "float32")]
+        )
+        training.fit_head_on_features(
+            classifier, features, None, 3, class_weight=weights, shuffle=False, verbose=0
+        )
+        biases.append(float(classifier.get_layer("head").bias.numpy()[0]))
+    assert biases[1] < biases[0] - 1e-3
+
+
+def test_feature_cache_is_equivalent_to_end_to_end_frozen_training(lite0):
+    """Same head weights give the same predictions; 2 epochs give (almost) the same weights.
+
+    The end-to-end classifier sees the same batches in the same order (no shuffle, no
+    augmentation, dropout 0) and its frozen backbone computes, inside fit, the features
+    that were cached, so Adam gets the same gradients up to float rounding (the features
+    are computed in a different graph, in a different summation order). The weights can
+    then only match within a tolerance, not bit for bit; Adam's step normalisation can
+    amplify rounding on near-zero gradients, hence 1e-4 against steps of about 5e-3.
+    Lite0 has no Dropout inside the backbone; Keras' EfficientNetB0-B7 do (stochastic
+    depth), and in Keras 3 the outer ``training=True`` of fit reaches them, so there the
+    end-to-end phase 1 is not equivalent to training on cached features.
+    """
+    images, labels = _images(96)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+    features = training.cache_features(lite0, ds)
+    assert features[0].shape == (96, 1280)
+
+    end_to_end = backbones.build_classifier(lite0, 2, dropout_rate=0.0, name="end_to_end")
+    cached = backbones.build_classifier(lite0, 2, dropout_rate=0.0, name="cached")
+    initial = end_to_end.get_layer("head").get_weights()
+    cached.get_layer("head").set_weights(initial)
+
+    training.compile_model(end_to_end, 1e-3, 2)
+    training.fit(end_to_end, ds, ds, 2, patience=None, verbose=0)
+    history = training.fit_head_on_features(
+        cached, features, features, 2, shuffle=False, patience=None, verbose=0
+    )
+    assert history["epochs_run"] == 2
+
+    kernel_e, bias_e = end_to_end.get_layer("head").get_weights()
+    kernel_c, bias_c = cached.get_layer("head").get_weights()
+    assert np.abs(kernel_c - initial[0]).max() > 1e-3  # the head did train
+    np.testing.assert_allclose(kernel_c, kernel_e, atol=1e-4)
+    np.testing.assert_allclose(bias_c, bias_e, atol=1e-4)
+
+    # The head model shares the classifier's layers: training it trained `cached` in
+    # place, and the classifier on images equals the head model on cached features.
+    head = training.head_model(cached)
+    assert head.get_layer("head") is cached.get_layer("head")
+    on_images = cached.predict(images, verbose=0)
+    on_features = head.predict(features[0], verbose=0)
+    np.testing.assert_allclose(on_images, on_features, atol=1e-5)
+
+
+def test_head_model_needs_the_course_classifier():
+    with pytest.raises(ValueError, match="build_classifier"):
+        training.head_model(_dense(1, "sigmoid"))
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------
+
+
+def _identity(width: int) -> keras.Model:
+    """A model whose output is its input: known probabilities."""
+    inputs = keras.Input((width,))
+    return keras.Model(inputs, keras.layers.Identity()(inputs))
+
+
+def test_evaluate_binary_matches_sklearn_and_names_the_classes():
+    probabilities = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.6], "float32")
+    labels = np.array([0, 0, 1, 1, 1, 0, 1, 0], "float32")
+    ds = tf.data.Dataset.from_tensor_slices(
+        (probabilities.reshape(-1, 1), labels.reshape(-1, 1))
+    ).batch(3)
+    result = training.evaluate(_identity(1), ds, ["fake", "real"])
+    assert result["auc"] == pytest.approx(roc_auc_score(labels, probabilities))
+    assert result["accuracy"] == pytest.approx(6 / 8)
+    cm = result["confusion"]
+    assert list(cm.index) == ["fake", "real"] and list(cm.columns) == ["fake", "real"]
+    assert cm.loc["real", "fake"] == 1 and cm.loc["fake", "real"] == 1
+    assert cm.loc["fake", "fake"] == 3 and cm.to_numpy().sum() == 8
+    np.testing.assert_allclose(result["probabilities"], probabilities)
+
+
+def test_evaluate_multiclass_one_vs_rest_macro():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(30, 3))
+    probabilities = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("float32")
+    labels = np.arange(30) % 3
+    ds = tf.data.Dataset.from_tensor_slices((probabilities, labels)).batch(8)
+    result = training.evaluate(_identity(3), ds, ["a", "b", "c"])
+    expected = roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
+    assert result["auc"] == pytest.approx(expected, rel=1e-6)
+    assert list(result["confusion"].columns) == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------------------------------
+# Saving phases
+# ---------------------------------------------------------------------------------------
+
+
+def test_save_and_load_phase_round_trip(tmp_path):
+    backbone, _ = backbones.build_backbone("MobileNetV3Small", None, (32, 32, 3), verbose=False)
+    model = training.compile_model(backbones.build_classifier(backbone, 2), 1e-3, 2)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((images, np.array([[0], [1], [0], [1]], "float32")))
+    training.fit(model, ds.batch(4), None, 1, verbose=0)  # builds the optimizer's state too
+    history = {"loss": [0.7, 0.6], "val_loss": [0.7, 0.65], "epochs_run": 2, "best_epoch": 2}
+    metrics = {
+        "accuracy": 0.5,
+        "auc": float("nan"),
+        "confusion": pd.DataFrame(
+            [[1, 1], [0, 2]], index=["fake", "real"], columns=["fake", "real"]
+        ),
+        "probabilities": np.array([0.2, 0.7]),
+    }
+    paths = training.save_phase(tmp_path, "phase1", model, history, metrics)
+    assert {p.name for p in paths.values()} == {
+        "phase1.keras",
+        "phase1_history.json",
+        "phase1_metrics.json",
+    }
+    saved = json.loads((tmp_path / "phase1_metrics.json").read_text())
+    assert saved["confusion"]["index"] == ["fake", "real"] and saved["auc"] is None
+    assert json.loads((tmp_path / "phase1_history.json").read_text())["best_epoch"] == 2
+    reloaded = training.load_phase_model(tmp_path, "phase1")
+    np.testing.assert_allclose(
+        reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    with pytest.raises(FileNotFoundError, match="phase2"):
+        training.load_phase_model(tmp_path, "phase2")
+
+
+# ---------------------------------------------------------------------------------------
+# Test split guard
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def manifest():
+    return pd.DataFrame(
+        {
+            "relpath": [f"{i}.jpg" for i in range(10)],
+            "label": ["fake", "real"] * 5,
+            "split": ["train"] * 6 + ["val"] * 2 + ["test"] * 2,
+        }
+    )
+
+
+def test_tuning_splits_exclude_the_test_rows(manifest):
+    train, val = training.tuning_splits(manifest)
+    assert len(train) == 6 and len(val) == 2
+    assert "test" not in set(train["split"]) | set(val["split"])
+
+
+def test_test_split_is_used_once_and_recorded(manifest, tmp_path):
+    rows = training.test_split(manifest, tmp_path, "final evaluation of phase 2")
+    assert list(rows["relpath"]) == ["8.jpg", "9.jpg"]
+    log = json.loads((tmp_path / "test_access.json").read_text())
+    assert log["accesses"][0]["purpose"] == "final evaluation of phase 2"
+    with pytest.raises(RuntimeError, match="invalidat|no longer estimates"):
+        training.test_split(manifest, tmp_path, "compare two learning rates")
+    training.test_split(manifest, tmp_path, "re-report the final model", allow_repeat=True)
+    log = json.loads((tmp_path / "test_access.json").read_text())
+    assert [a["repeat"] for a in log["accesses"]] == [False, True]
+    with pytest.raises(ValueError, match="purpose"):
+        training.test_split(manifest, tmp_path / "other", "")
+
+
+# ---------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------
+
+
+def test_learning_curves_join_phases_and_mark_the_boundary():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers import plots
+
+    phase2 = {
+        "loss": [0.30, 0.28],
+        "val_loss": [0.36, 0.35],
+        "accuracy": [0.88, 0.9],
+        "val_accuracy": [0.85, 0.86],
+        "best_epoch": 2,
+    }
+    fig = plots.learning_curves([("phase 1", GOOD), ("phase 2: fine-tuning", phase2)], "Curves")
+    loss_ax, acc_ax = fig.axes
+    train = next(line for line in loss_ax.get_lines() if line.get_label() == "train")
+    assert list(train.get_xdata()) == list(range(1, 11))  # 8 + 2 epochs on one axis
+    boundaries = [line for line in loss_ax.get_lines() if list(line.get_xdata()) == [8.5, 8.5]]
+    assert boundaries and any("fine-tuning" in t.get_text() for t in loss_ax.texts)
+    assert "loss" in loss_ax.get_ylabel() and "epoch" in acc_ax.get_xlabel()
+    # A loss-only history draws the loss panel only.
+    loss_only = {"loss": [0.5, 0.4], "val_loss": [0.5, 0.45]}
+    assert len(plots.learning_curves([("p", loss_only)], "t").axes) == 1
+
+
+def test_compare_curves_and_confusion_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers import plots
+
+    ax = plots.compare_curves({"correct": GOOD, "high LR": {"val_loss": [0.5, 0.9, 1.4]}})
+    assert [line.get_label() for line in ax.get_lines()] == ["correct", "high LR"]
+    assert ax.get_title() and "val_loss" in ax.get_ylabel()
+    cm = pd.DataFrame(
+        [[3, 1], [0, 4]],
+        index=pd.Index(["fake", "real"], name="true class"),
+        columns=pd.Index(["fake", "real"], name="predicted class"),
+    )
+    ax = plots.confusion(cm, "Confusion")
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["fake", "real"]
