@@ -52,6 +52,11 @@ run: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/python -m helpers.sweep $(GRID) $(SWEEP_ARGS)
 
+## bench: print training and deployment figures (pipeline, feature cache, sizes, latencies per backbone)
+bench: $(STAMP)
+	$(BIN)/python -m helpers.bench training
+	$(BIN)/python -m helpers.bench deployment
+
 ## lab: open the notebooks in JupyterLab
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

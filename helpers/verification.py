@@ -263,7 +263,11 @@ def _roc_auc(labels: np.ndarray, probabilities: np.ndarray, k: int) -> float:
         return float("nan")
     if probabilities.ndim == 1:
         return float(roc_auc_score(labels, probabilities))
-    return float(roc_auc_score(labels, probabilities, multi_class="ovr", labels=list(range(k))))
+    # Quantized softmax outputs sum to 1 only within rounding (INT8 steps of 1/256), which
+    # scikit-learn refuses: renormalise each row; the ranking of the classes is unchanged.
+    rows = np.clip(probabilities.astype(np.float64), 0, None)
+    rows = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1e-12)
+    return float(roc_auc_score(labels, rows, multi_class="ovr", labels=list(range(k))))
 
 
 def keras_probabilities(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
