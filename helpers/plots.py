@@ -499,8 +499,10 @@ def size_latency_bars(table: pd.DataFrame, title: str):
         capsize=4,
         color="tab:orange",
     )
-    ax_time.bar_label(bars, labels=[f"{v:.2f}" for v in median[timed]], fontsize=8)
-    ax_time.set_ylabel("latency per image (ms, batch 1): median, bar to p95")
+    ax_time.bar_label(
+        bars, labels=[f"{v:.2f}" for v in median[timed]], fontsize=8, label_type="center"
+    )
+    ax_time.set_ylabel("ms per image, batch 1 (median; bar: p95)")
     ax_time.set_title("Latency")
     for ax in (ax_size, ax_time):
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)

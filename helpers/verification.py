@@ -425,7 +425,7 @@ def load_comparison(path: str | os.PathLike) -> pd.DataFrame:
 _ROW_ALIASES = {
     "keras": ("keras",),
     "float32": ("float32", "fp32", "model.tflite"),
-    "int8": ("int8", "qt", "model_qt.tflite", "int8 (hard-swish rewritten)"),
+    "int8": ("int8", "qt", "model_qt.tflite"),
     "float16": ("float16", "fp16", "model_fp16.tflite"),
     "dynamic": ("dynamic", "model_dynamic.tflite"),
 }
@@ -516,20 +516,24 @@ def acceptance(
         acc = float(table.loc[label, "accuracy"])
         drop = acc32 - acc
         status = _status(drop, int8_pass_delta, int8_max_delta)
-        words = {
-            "pass": f"below {int8_pass_delta:.0%}",
-            "borderline": f"between {int8_pass_delta:.0%} and {int8_max_delta:.0%}",
-            "fail": f"above {int8_max_delta:.0%}",
-        }[status]
-        change = "lost" if drop > _EPS else "gained" if drop < -_EPS else "unchanged"
+        if drop > _EPS:
+            bound = {
+                "pass": f"below {int8_pass_delta:.0%}",
+                "borderline": f"between {int8_pass_delta:.0%} and {int8_max_delta:.0%}",
+                "fail": f"above {int8_max_delta:.0%}",
+            }[status]
+            change = f"{drop * 100:.2f} points lost ({bound})"
+        elif drop < -_EPS:
+            change = f"{-drop * 100:.2f} points gained (no loss)"
+        else:
+            change = "unchanged"
         return {
             "rule": f"float32 vs {name}: accuracy delta",
             "status": status,
             "value": drop,
             "threshold": int8_max_delta,
             "evidence": (
-                f"accuracy {acc32:.4f} → {acc:.4f}: {abs(drop) * 100:.2f} points {change} "
-                f"({words}); {name} agrees with Keras on "
+                f"accuracy {acc32:.4f} → {acc:.4f}: {change}; {name} agrees with Keras on "
                 f"{float(table.loc[label, 'agreement_with_keras']):.1%} of the images"
             ),
         }
@@ -1050,7 +1054,14 @@ def pre_deployment_checklist(
                 {
                     "item": f"Quantized accuracy checked (loss < {int8_max_delta:.0%})",
                     "passed": drop <= int8_max_delta + _EPS,
-                    "evidence": f"float32 {a32:.4f}, INT8 {a8:.4f}: {drop * 100:+.2f} points lost"
+                    "evidence": f"float32 {a32:.4f}, INT8 {a8:.4f}: "
+                    + (
+                        f"{drop * 100:.2f} points lost"
+                        if drop > _EPS
+                        else f"{-drop * 100:.2f} points gained"
+                        if drop < -_EPS
+                        else "unchanged"
+                    )
                     + (f" on {int(table['images'].iloc[0])} images" if "images" in table else ""),
                 }
             )

@@ -47,7 +47,9 @@ def test_auto_falls_back_loudly_to_pretrained_lite0(monkeypatch, capsys):
     _offline(monkeypatch)
     model, record = backbones.build_backbone("MobileNetV3Small", "auto", SHAPE)
     assert record.fallback and record.pretrained
-    assert record.backbone == "EfficientNetLite0" and record.requested_backbone == "MobileNetV3Small"
+    assert (
+        record.backbone == "EfficientNetLite0" and record.requested_backbone == "MobileNetV3Small"
+    )
     assert "URL fetch failure" in record.reason
     captured = capsys.readouterr()
     assert "WEIGHTS FALLBACK" in captured.err and "FALLBACK" in captured.out

@@ -177,13 +177,26 @@ def test_convert_validates_its_arguments(model, representative):
 
 def test_hard_swish_rewrite_keeps_predictions(model, images, tmp_path):
     assert quantization.count_hard_swish(model) == 18
-    rewritten = quantization.rewrite_hard_swish(model)
-    assert rewritten.hard_swish_replaced == 18
-    assert quantization.count_hard_swish(rewritten) == 0
-    assert quantization.count_hard_swish(model) == 18  # The original is untouched.
+    kernels = [w.numpy().copy() for w in model.weights]
     before = verification.keras_probabilities(model, images)
+    exact = quantization.rewrite_hard_swish(model, fold=False)
+    rewritten = quantization.rewrite_hard_swish(model)
+    for copy in (exact, rewritten):
+        assert copy.hard_swish_replaced == 18
+        assert quantization.count_hard_swish(copy) == 0
+        after = verification.keras_probabilities(copy, images)
+        assert np.max(np.abs(before - after)) <= 1e-5
+    # Folding: the factor 6 of every hard-swish and the 1/6 of the 9 squeeze-and-excitation
+    # hard-sigmoids are absorbed into kernels downstream; nothing is left to rescale.
+    assert rewritten.multiplies_dropped == 9
+    assert rewritten.rescales_inserted == 0 and rewritten.hard_swish_unscaled == []
+    assert "head" in rewritten.scale_folds  # Through the classifier's pooling and dropout.
+    assert exact.scale_folds == {}
+    # The original is untouched.
+    assert quantization.count_hard_swish(model) == 18
+    for weight, kept in zip(model.weights, kernels, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), kept)
     after = verification.keras_probabilities(rewritten, images)
-    assert np.max(np.abs(before - after)) <= 1e-5
     # The rewritten model saves and reloads in safe mode (its layer is registered).
     rewritten.save(tmp_path / "rewritten.keras")
     reloaded = keras.models.load_model(tmp_path / "rewritten.keras", safe_mode=True)
@@ -196,7 +209,9 @@ def test_rewrite_removes_hard_swish_from_int8_ops_and_delegation_report(converte
     rewritten = quantization.op_counts(converted["int8_hswish"])
     assert original.get("HARD_SWISH") == 18
     assert "HARD_SWISH" not in rewritten
-    assert rewritten["ADD"] > original["ADD"] and rewritten["MUL"] > original["MUL"]
+    # Each hard-swish becomes ADD (RELU6 fused) + MUL; the 9 hard-sigmoid MULs are folded.
+    assert rewritten["MUL"] == original["MUL"] + 18 - 9
+    assert rewritten["ADD"] > original["ADD"]
 
     # XNNPACK takes HARD_SWISH in float only: in INT8 exactly those nodes fall outside,
     # and the graph is cut into one partition per gap plus one.
@@ -220,6 +235,44 @@ def test_rewritten_int8_errs_like_the_original_int8(model, converted, images):
     for variant in ("int8", "int8_hswish"):
         got = verification.LiteModel(converted[variant]).predict(images)
         assert np.mean(np.abs(got - reference)) < 0.05, variant
+
+
+def test_naive_hard_swish_forms_are_folded_back_by_the_converter():
+    # Why the rewrite multiplies by 1/6 first (or folds it away): the converter fuses
+    # x * relu6(x + 3) / 6 back into one HARD_SWISH op, which XNNPACK runs in float only.
+    ops = keras.ops
+    forms = {
+        "naive": lambda x: ops.multiply(ops.multiply(x, ops.relu6(ops.add(x, 3.0))), 1 / 6),
+        "rewrite": lambda x: quantization.XnnpackHardSwish()(x),
+        "scaled": lambda x: quantization.XnnpackHardSwish(scaled=True)(x),
+    }
+    found = {}
+    for name, form in forms.items():
+        inputs = keras.Input((8, 8, 4))
+        x = keras.layers.Conv2D(4, 1)(inputs)
+        tiny = keras.Model(inputs, keras.layers.Conv2D(4, 1)(form(x)))
+        found[name] = quantization.op_counts(quantization.convert(tiny, "float32"))
+    assert found["naive"].get("HARD_SWISH") == 1
+    assert "HARD_SWISH" not in found["rewrite"] and "HARD_SWISH" not in found["scaled"]
+    assert found["rewrite"]["MUL"] == 2 and found["scaled"]["MUL"] == 1
+
+
+def test_rewrite_handles_a_layer_called_twice():
+    # A Dense layer applied twice cannot absorb a factor per call: its hard-swish inputs
+    # stay unscaled and the function is unchanged.
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Activation("hard_swish")(keras.layers.Conv2D(4, 1)(inputs))
+    dense = keras.layers.Dense(4, name="twice")
+    a = dense(x)
+    b = dense(keras.layers.Activation("hard_swish")(a))
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Add()([a, b])))
+    shared = keras.Model(inputs, outputs)
+    rewritten = quantization.rewrite_hard_swish(shared)
+    assert len(rewritten.hard_swish_unscaled) == 2 and "twice" not in rewritten.scale_folds
+    probe = np.random.default_rng(0).uniform(0, 255, (2, 6, 6, 3)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(shared(probe))
+    got = keras.ops.convert_to_numpy(rewritten(probe))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_trained_parameter_share(model):
