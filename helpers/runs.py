@@ -24,6 +24,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,42 @@ def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = Tru
     # record_notebook() note how long a notebook run by hand took from setup to record.
     _SETUP_TIMES[str(path)] = time.perf_counter()
     return path
+
+
+def banner(lines: list[str]) -> str:
+    """Lines framed by exclamation marks, for warnings a learner must not miss."""
+    width = max(len(line) for line in lines) + 4
+    rule = "!" * width
+    body = "\n".join(f"! {line.ljust(width - 4)} !" for line in lines)
+    return f"{rule}\n{body}\n{rule}"
+
+
+def jsonable(value: Any) -> Any:
+    """DataFrames, numpy values, paths and NaN as JSON-friendly values (NaN becomes None)."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        return {
+            "index": [str(i) for i in value.index],
+            "columns": [str(c) for c in value.columns],
+            "data": jsonable(value.to_numpy().tolist()),
+        }
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import backbones
-from helpers.runs import read_json, write_json
+from helpers.runs import banner, jsonable, read_json, write_json
 
 #: The course sheet's phase 1 (feature extraction) settings.
 PHASE1: dict[str, Any] = {"learning_rate": 1e-3, "epochs": (10, 20), "batch_size": 32}
@@ -210,7 +210,7 @@ def warn_finetune(learning_rate: float, epochs: int, model: keras.Model | None =
             lines.extend(
                 f"- {part}" if i == 0 else f"  {part}" for i, part in enumerate(_wrap(message, 86))
             )
-        print(_banner(lines), file=sys.stderr, flush=True)
+        print(banner(lines), file=sys.stderr, flush=True)
         for message in messages:
             warnings.warn(message, UserWarning, stacklevel=2)
     return messages
@@ -735,27 +735,6 @@ def evaluate(model: keras.Model, ds, classes: Sequence[str], threshold: float = 
 # ---------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert DataFrames, numpy values and NaN into JSON-friendly values."""
-    if isinstance(value, pd.DataFrame):
-        return {
-            "index": [str(i) for i in value.index],
-            "columns": [str(c) for c in value.columns],
-            "data": value.to_numpy().tolist(),
-        }
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _check_name(name: str) -> str:
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise ValueError(f"name={name!r} must be a plain file stem such as 'phase1'.")
@@ -775,8 +754,8 @@ def save_phase(
         "metrics": run_dir / f"{name}_metrics.json",
     }
     model.save(paths["model"])
-    write_json(paths["history"], _jsonable(dict(history)))
-    write_json(paths["metrics"], _jsonable(dict(metrics)))
+    write_json(paths["history"], jsonable(dict(history)))
+    write_json(paths["metrics"], jsonable(dict(metrics)))
     return paths
 
 

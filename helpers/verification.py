@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.runs import read_json
+from helpers.runs import jsonable, read_json
 
 #: File names of the shipping artefacts beside the model.
 LABELS_FILE = "labels.txt"
@@ -736,29 +736,13 @@ def write_metadata(path: str | os.PathLike, **info: Any) -> Path:
     data = build_metadata(**info)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(data), indent=2, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(jsonable(data), indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The dict written by :func:`write_metadata`."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------
