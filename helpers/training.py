@@ -144,13 +144,6 @@ def compile_model(
     return model
 
 
-def _banner(lines: list[str]) -> str:
-    width = max(len(line) for line in lines) + 4
-    rule = "!" * width
-    body = "\n".join(f"! {line.ljust(width - 4)} !" for line in lines)
-    return f"{rule}\n{body}\n{rule}"
-
-
 def _iter_layers(model: keras.Layer):
     """Every layer of ``model``, nested models included."""
     for layer in getattr(model, "layers", []):

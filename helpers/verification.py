@@ -336,7 +336,8 @@ def compare_variants(
         ``accuracy``, ``roc_auc``, ``agreement_with_keras`` (share of images with the same
         predicted class), ``max_prob_diff_vs_keras``, ``size_mb``,
         ``size_ratio_vs_float32``, ``latency_median_ms``, ``latency_p95_ms``, ``threads``,
-        ``images``.
+        ``images``; ``.attrs["probabilities"]`` maps "keras" and each name of ``paths`` to
+        its probabilities on ``images``.
     """
     classes = list(classes)
     k = len(classes)
@@ -373,8 +374,10 @@ def compare_variants(
             threads=timing["threads"],
         )
     models = {name: LiteModel(path, num_threads=threads) for name, path in paths.items()}
+    probabilities = {"keras": reference}
     for name, model in models.items():
-        rows[name] = row(model.path.name, model.predict(images))
+        probabilities[name] = model.predict(images)
+        rows[name] = row(model.path.name, probabilities[name])
         rows[name]["size_mb"] = model.size_mb
     timings = side_by_side_latency(models, runs=runs, threads=threads)
     for name in models:
@@ -402,7 +405,10 @@ def compare_variants(
         "threads",
         "images",
     ]
-    return table.reindex(columns=columns)
+    table = table.reindex(columns=columns)
+    # Each model's probabilities on ``images``, so that callers need not predict again.
+    table.attrs["probabilities"] = probabilities
+    return table
 
 
 def save_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:

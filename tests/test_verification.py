@@ -138,6 +138,10 @@ def test_compare_variants_table(model, converted, arrays):
     assert table.loc["int8", "size_mb"] < table.loc["float32", "size_mb"]
     assert table.loc["int8", "file"] == "model_qt.tflite"
     assert (table.loc["float32":, "threads"] == 1).all()
+    probabilities = table.attrs["probabilities"]
+    assert set(probabilities) == {"keras", *converted}
+    expected = verification.LiteModel(converted["int8"], num_threads=1).predict(x)
+    np.testing.assert_array_equal(probabilities["int8"], expected)
     rules = verification.acceptance(table)
     assert rules.loc[0, "status"] == "pass"  # Keras = float32 LiteRT.
     # Round trip through the CSV the checklist reads.
