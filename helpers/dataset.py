@@ -27,6 +27,7 @@ import hashlib
 import io
 import math
 import os
+import pickle
 import re
 import threading
 import time
@@ -569,6 +570,38 @@ def check_trainable(scan: ScanResult, min_classes: int = 2, min_per_class: int =
             + "\n".join(f"  - {i}" for i in issues)
             + tail
         )
+
+
+def save_scan(scan: ScanResult, path: str | os.PathLike) -> Path:
+    """Save ``scan`` (pickle) for :func:`load_scan`; return the file's path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(scan))
+    return path
+
+
+def load_scan(path: str | os.PathLike, data_dir: str | os.PathLike) -> ScanResult | None:
+    """The scan saved at ``path`` if it was made for ``data_dir`` as it is now, else None.
+
+    None when the file is missing or unreadable, made for another folder, or older than
+    anything in ``data_dir`` (a file added, removed or changed since). A headless run's
+    pre-flight check (``helpers.preflight``) saves one in the run folder, so notebook 01
+    does not scan the same data again.
+    """
+    path, root = Path(path), project_path(data_dir, DATA_DIR).resolve()
+    if not path.is_file() or not root.is_dir():
+        return None
+    try:
+        scan = pickle.loads(path.read_bytes())
+    except Exception:  # noqa: BLE001 - a foreign or broken file: scan again.
+        return None
+    if not isinstance(scan, ScanResult) or Path(scan.data_dir) != root:
+        return None
+    try:
+        newest = max([root.stat().st_mtime, *(p.stat().st_mtime for p in root.rglob("*"))])
+    except OSError:  # A broken link, a file gone meanwhile: scan again.
+        return None
+    return scan if newest <= path.stat().st_mtime else None
 
 
 def _tf():

@@ -510,3 +510,21 @@ def size_latency_bars(table: pd.DataFrame, title: str):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def sweep_comparison(frame: pd.DataFrame, metric: str | None, path) -> None:
+    """One bar per run of a sweep: ``metric`` of the finished runs, the status of the others."""
+    from matplotlib.figure import Figure
+
+    values = pd.to_numeric(frame.get(metric, pd.Series(dtype=float)), errors="coerce")
+    values = values.reindex(frame.index).fillna(0.0)
+    fig = Figure(figsize=(8, 1.2 + 0.4 * max(len(frame), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh(range(len(frame)), values, color="tab:blue")
+    ax.set_yticks(range(len(frame)), list(frame["run_id"]), fontsize=8)
+    ax.invert_yaxis()
+    for i, (value, status) in enumerate(zip(values, frame["status"], strict=True)):
+        ax.text(value, i, f" {value:.3f}" if status == "finished" else f" {status}", va="center")
+    ax.set_xlabel(metric or "no metric")
+    ax.set_title(f"{metric or 'runs'} per run of the sweep")
+    fig.savefig(path, dpi=110)

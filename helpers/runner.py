@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import json
 import os
 import re
+import signal
+import socket
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +29,11 @@ from typing import Any
 
 from helpers.config import NOTEBOOKS_DIR, RUNS_DIR, project_path, resolve_profile
 from helpers.runs import (
+    RECORD_NAME,
     environment,
+    load_record,
+    note_notebook,
     record,
-    record_injected,
-    record_wall_time,
     write_summaries,
 )
 
@@ -331,10 +336,10 @@ class RunResult:
     """How one execution of the notebooks ended."""
 
     run_dir: Path
-    status: str  # "finished" or "failed"
+    status: str  # "finished", "failed", or a status returned by ``after_notebook`` ("pruned")
     timings_s: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
-    # On failure: notebook, cell (execution count), ename, evalue, executed (its path).
+    # On failure: notebook, cell (execution count), ename, evalue (whole), executed (its path).
     failure: dict | None = None
 
 
@@ -350,29 +355,136 @@ class RunFailed(RuntimeError):
         self.result = result
 
 
-# Called before each notebook with (index, total, notebook) and after with the seconds.
+# Called with an event ("start", "done", "kept", "failed") and what to say about it.
 Reporter = Callable[[str, dict], None]
+# Called after each finished notebook with its name; a returned status stops the run.
+AfterNotebook = Callable[[str], "str | None"]
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def print_reporter(event: str, info: dict) -> None:
-    """The runner's own progress lines."""
-    # Whole lines: the kernels' own messages on stderr would split a line left open.
+    """The runner's progress lines: notebook, elapsed, remaining; errors whole."""
+    name = info.get("notebook")
     if event == "start":
-        print(f"[{info['index']}/{info['total']}] {info['notebook']} ...", flush=True)
+        print(f"[{info['index']}/{info['total']}] {name} ...", flush=True)
+    elif event == "kept":
+        print(f"[{info['index']}/{info['total']}] {name}: finished earlier, kept", flush=True)
     elif event == "done":
-        print(f"    {info['notebook']} done in {info['seconds']:.0f} s", flush=True)
-    elif event == "failed":
+        left = info.get("remaining_s")
+        eta = f", about {_clock(left)} left" if left else ""
         print(
-            f"    {info['notebook']} FAILED in cell {info['cell']}: "
-            f"{info['ename']}: {info['evalue']}"
+            f"    {name} done in {_clock(info['seconds'])} "
+            f"(elapsed {_clock(info.get('elapsed_s'))}{eta})",
+            flush=True,
         )
+    elif event == "failed":
+        print(f"    {name} FAILED in cell {info['cell']}: {info['ename']}:", flush=True)
+        print(textwrap.indent(str(info["evalue"]), "      "), flush=True)
         print(f"The executed notebook with the traceback is {info['executed']}", flush=True)
 
 
-def _first_line(text: Any, limit: int = 500) -> str:
-    lines = str(text).strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_text(text: Any) -> str:
+    """An error message whole, without the terminal colour codes IPython adds."""
+    return _ANSI.sub("", str(text)).strip()
+
+
+def previous_timings(profile: str, notebooks: Sequence[Path]) -> dict[str, float]:
+    """Per notebook, the seconds it took in the latest finished run of this profile."""
+    latest: tuple[str, dict] = ("", {})
+    for path in RUNS_DIR.glob(f"*/{RECORD_NAME}"):
+        try:
+            run = load_record(path.parent).get("run", {})
+        except ValueError:
+            continue
+        stamp = str(run.get("finished", ""))
+        if run.get("status") == "finished" and run.get("profile") == profile and stamp > latest[0]:
+            latest = (stamp, run.get("timings_s") or {})
+    return {p.stem: latest[1][p.stem] for p in notebooks if p.stem in latest[1]}
+
+
+def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float | None):
+    """Execute one notebook with papermill; the failure as a dict, or None."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(out),
+            parameters=injected,
+            cwd=str(notebook.parent),
+            kernel_name=KERNEL,
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    except papermill.PapermillExecutionError as error:
+        if error.ename == "KeyboardInterrupt":
+            raise KeyboardInterrupt from error
+        return {"cell": error.exec_count, "ename": error.ename, "evalue": error_text(error.evalue)}
+    except Exception as error:  # noqa: BLE001 - a dead kernel, a timeout...
+        return {"cell": None, "ename": type(error).__name__, "evalue": error_text(error)}
+    return None
+
+
+def _run_one(run_dir: Path, notebook: Path, profile: str, given: dict, timeout):
+    """Execute one notebook of the run and record it; (failure or None, seconds)."""
+    declared = notebook_parameters(notebook)
+    injected = {k: injectable(v) for k, v in given.items() if k in declared}
+    injected["RUN_DIR"] = str(run_dir)
+    if "PROFILE" in declared:
+        injected["PROFILE"] = profile
+    note_notebook(run_dir, notebook.stem, injected=injected, finished_ok=False)
+    t0 = time.perf_counter()
+    failure = _execute_notebook(notebook, run_dir / notebook.name, injected, timeout)
+    seconds = round(time.perf_counter() - t0, 2)
+    note_notebook(run_dir, notebook.stem, wall_s=seconds, finished_ok=failure is None)
+    if failure:
+        failure = {"notebook": notebook.stem, **failure, "executed": str(run_dir / notebook.name)}
+    return failure, seconds
+
+
+def _start_record(run_dir: Path, notebooks: Sequence[Path], profile: str, given: dict, resume):
+    """Mark the run as running in ``run.json`` (by this process, on this host)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    owner = {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}
+    if resume:
+        resumed = load_record(run_dir).get("run", {}).get("resumed", [])
+        record(run_dir, "run", {**owner, "resumed": [*resumed, now]})
+        return
+    record(
+        run_dir,
+        "run",
+        {
+            "profile": profile,
+            "parameters": given,
+            "notebooks": [p.stem for p in notebooks],
+            "notebooks_dir": str(Path(notebooks[0]).parent) if notebooks else None,
+            "started": now,
+            **owner,
+        },
+    )
+
+
+def _finish_record(run_dir: Path, result: RunResult) -> None:
+    record(run_dir, "run", {"timings_s": result.timings_s, "wall_s": result.wall_s})
+    record(run_dir, "environment", environment())
+    write_summaries(run_dir)
+    # The status comes last: a run whose record says "finished" has all its files.
+    final: dict[str, Any] = {"status": result.status, "finished": time.strftime("%FT%T")}
+    if result.failure:
+        final.update(
+            failed_notebook=result.failure["notebook"],
+            failed_cell=result.failure["cell"],
+            error=f"{result.failure['ename']}: {result.failure['evalue']}",
+        )
+    record(run_dir, "run", final)
 
 
 def execute_run(
@@ -382,80 +494,46 @@ def execute_run(
     parameters: dict | None = None,
     reporter: Reporter | None = print_reporter,
     cell_timeout: float | None = None,
+    after_notebook: AfterNotebook | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Execute ``notebooks`` in order into the existing folder ``run_dir`` and record it.
 
     Each notebook gets the parameters it declares among ``parameters``, plus ``RUN_DIR``
     and ``PROFILE``. The first failing notebook ends the run (the later ones need its
-    artefacts); the result says where it failed. Ctrl-C records the run as "interrupted"
-    and is raised again. Parameters are not validated here: see ``validate_parameters``.
+    artefacts). With ``resume``, notebooks the record marks finished are kept, not run
+    again. ``after_notebook`` may stop the run after a notebook by returning a status
+    (a sweep prunes so). Ctrl-C (and SIGTERM under the command line) records the run as
+    "interrupted" and is raised again. Parameters are not validated here.
     """
-    import papermill
-
-    run_dir = Path(run_dir)
-    given = dict(parameters or {})
+    run_dir, given = Path(run_dir), dict(parameters or {})
     report = reporter or (lambda event, info: None)
-    record(
-        run_dir,
-        "run",
-        {
-            "profile": profile,
-            "parameters": given,
-            "status": "running",
-            "notebooks": [p.stem for p in notebooks],
-            "notebooks_dir": str(Path(notebooks[0]).parent) if notebooks else None,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "pid": os.getpid(),
-        },
-    )
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
-    result = RunResult(run_dir, "running", timings)
-    current = None
+    _start_record(run_dir, notebooks, profile, given, resume)
+    entries = load_record(run_dir).get("notebooks", {})
+    done = {k: v.get("wall_s") for k, v in entries.items() if resume and v.get("finished_ok")}
+    before = previous_timings(profile, notebooks)
+    start, result, current = time.perf_counter(), RunResult(run_dir, "running"), None
+    result.timings_s.update({p.stem: done[p.stem] for p in notebooks if p.stem in done})
     try:
         for index, notebook in enumerate(notebooks, 1):
+            where = {"index": index, "total": len(notebooks), "notebook": notebook.stem}
+            if notebook.stem in done:
+                report("kept", where)
+                continue
             current = notebook
-            declared = notebook_parameters(notebook)
-            injected = {k: injectable(v) for k, v in given.items() if k in declared}
-            injected["RUN_DIR"] = str(run_dir)
-            if "PROFILE" in declared:
-                injected["PROFILE"] = profile
-            record_injected(run_dir, notebook.stem, injected)
-            report("start", {"index": index, "total": len(notebooks), "notebook": notebook.stem})
-            t0 = time.perf_counter()
-            try:
-                papermill.execute_notebook(
-                    str(notebook),
-                    str(run_dir / notebook.name),
-                    parameters=injected,
-                    cwd=str(notebook.parent),
-                    kernel_name=KERNEL,
-                    progress_bar=False,
-                    execution_timeout=cell_timeout,
-                )
-            except papermill.PapermillExecutionError as error:
-                if error.ename == "KeyboardInterrupt":
-                    raise KeyboardInterrupt from error
-                result.failure = {
-                    "notebook": notebook.stem,
-                    "cell": error.exec_count,
-                    "ename": error.ename,
-                    "evalue": _first_line(error.evalue),
-                }
-            except Exception as error:  # noqa: BLE001 - a dead kernel, a timeout...
-                result.failure = {
-                    "notebook": notebook.stem,
-                    "cell": None,
-                    "ename": type(error).__name__,
-                    "evalue": _first_line(error),
-                }
-            timings[notebook.stem] = round(time.perf_counter() - t0, 2)
-            record_wall_time(run_dir, notebook.stem, timings[notebook.stem])
+            report("start", where)
+            result.failure, seconds = _run_one(run_dir, notebook, profile, given, cell_timeout)
+            result.timings_s[notebook.stem] = seconds
             if result.failure:
-                result.failure["executed"] = str(run_dir / notebook.name)
                 report("failed", result.failure)
                 break
-            report("done", {"notebook": notebook.stem, "seconds": timings[notebook.stem]})
+            elapsed = round(time.perf_counter() - start, 2)
+            left = sum(before.get(p.stem, 0) for p in notebooks[index:]) or None
+            report("done", {**where, "seconds": seconds, "elapsed_s": elapsed, "remaining_s": left})
+            stop = after_notebook(notebook.stem) if after_notebook else None
+            if stop:
+                result.status = stop
+                break
     except KeyboardInterrupt:
         result.wall_s = round(time.perf_counter() - start, 2)
         record(
@@ -463,7 +541,7 @@ def execute_run(
             "run",
             {
                 "status": "interrupted",
-                "timings_s": timings,
+                "timings_s": result.timings_s,
                 "interrupted_in": current.stem if current else None,
                 "wall_s": result.wall_s,
             },
@@ -471,25 +549,102 @@ def execute_run(
         write_summaries(run_dir)
         raise
     result.wall_s = round(time.perf_counter() - start, 2)
-    result.status = "failed" if result.failure else "finished"
-    record(run_dir, "run", {"timings_s": timings, "wall_s": result.wall_s})
-    record(run_dir, "environment", environment())
-    write_summaries(run_dir)
-    # The status comes last: a run whose record says "finished" has all its files.
-    final: dict[str, Any] = {
-        "status": result.status,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if result.failure:
-        final.update(
-            {
-                "failed_notebook": result.failure["notebook"],
-                "failed_cell": result.failure["cell"],
-                "error": f"{result.failure['ename']}: {result.failure['evalue']}",
-            }
-        )
-    record(run_dir, "run", final)
+    if result.status == "running":
+        result.status = "failed" if result.failure else "finished"
+    _finish_record(run_dir, result)
     return result
+
+
+def process_alive(run: dict) -> bool:
+    """Whether the process a run record names still runs (another host: assumed so)."""
+    if run.get("host") not in (None, socket.gethostname()):
+        return True
+    try:
+        os.kill(int(run.get("pid") or 0), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return bool(run.get("pid"))
+
+
+def run_state(run_dir: Path) -> str:
+    """A run folder's state: "missing", "running", "finished", "failed", "interrupted",
+    "died" (its process is gone without a word: a kill) or another recorded status.
+
+    A record that still says "running" although its process is gone is rewritten "died".
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "missing"
+    run = load_record(run_dir).get("run", {})
+    status = run.get("status") or "died"
+    if status == "running" and not process_alive(run):
+        record(
+            run_dir,
+            "run",
+            {
+                "status": "died",
+                "error": f"process {run.get('pid')} stopped without a word (killed?); "
+                f"resume with: python -m helpers.runner --resume {run_dir}",
+            },
+        )
+        return "died"
+    return status
+
+
+def resume_run(run_dir: str | os.PathLike, reporter: Reporter | None = print_reporter):
+    """Continue a run from its first unfinished notebook, with its profile and parameters."""
+    folder = project_path(run_dir, RUNS_DIR)
+    state = run_state(folder)
+    run = load_record(folder).get("run", {})
+    if state == "missing" or not run.get("notebooks"):
+        raise FileNotFoundError(f"{folder} holds no run record ({RECORD_NAME}) to resume.")
+    if state in ("running", "finished"):
+        owner = f" by process {run.get('pid')} on {run.get('host')}" if state == "running" else ""
+        raise FileExistsError(f"Run {folder} is {state}{owner}: there is nothing to resume.")
+    notebooks = [Path(run["notebooks_dir"]) / f"{stem}.ipynb" for stem in run["notebooks"]]
+    missing = [str(p) for p in notebooks if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"Cannot resume {folder}: notebooks gone: {', '.join(missing)}")
+    print(f"Resuming {folder} ({state}); profile {run['profile']}.", flush=True)
+    return execute_run(
+        folder, notebooks, run["profile"], run.get("parameters"), reporter, resume=True
+    )
+
+
+def check_values(values: dict[str, list], notebooks: Sequence[Path]) -> list[str]:
+    """Every problem of these candidate values (name -> values) for these notebooks: names
+    and types against the parameters cells, ranges and choices against the course's
+    schema (``helpers.preflight``), and each ``DATA_DIR``'s data. Empty: all good."""
+    from helpers import preflight
+
+    declared = declared_parameters(notebooks)
+    problems: list[str] = []
+    for name, candidates in values.items():
+        for value in candidates:
+            found = check_parameters({name: value}, notebooks, declared)
+            found = found or preflight.check({name: value})
+            problems += [p for p in found if p not in problems]
+    return problems
+
+
+def check_data(parameter_sets: Sequence[dict], run_dir: Path | None = None) -> list[str]:
+    """The data, files and weights each distinct parameter set names (``helpers.preflight``);
+    with ``run_dir``, a passing scan is kept there for notebook 01."""
+    from helpers import preflight
+
+    keys = ("DATA_DIR", "METADATA_CSV", "WEIGHTS", "BACKBONE")
+    problems: list[str] = []
+    for named in {json.dumps({k: s[k] for k in keys if k in s}) for s in parameter_sets}:
+        found = preflight.check_data(json.loads(named), run_dir)
+        problems += [p for p in found if p not in problems]
+    return problems
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise ParameterError("\n".join("- " + p.replace("\n", "\n  ") for p in problems))
 
 
 def run_course(
@@ -500,39 +655,61 @@ def run_course(
 ) -> Path:
     """Execute the course's notebooks in order into a new run folder; return the folder.
 
-    Raises ParameterError before anything runs when a parameter is unknown or mistyped,
-    FileExistsError when the run folder is not empty, RunFailed when a notebook fails.
+    Raises ParameterError before anything runs when a parameter is unknown, mistyped, out
+    of range, or the data cannot support training; FileExistsError when the run folder is
+    not empty; RunFailed when a notebook fails.
     """
     profile = resolve_profile(profile)
     chosen = list(notebooks or course_notebooks())
     given = dict(parameters or {})
-    validate_parameters(given, chosen)
+    t0 = time.perf_counter()
+    _refuse(check_values({k: [v] for k, v in given.items()}, chosen))
+    existed = run_dir is not None and project_path(run_dir, RUNS_DIR).exists()
     out = new_run_dir(profile, run_dir)
-    print(f"Run folder: {out}\nProfile: {profile}; {len(chosen)} notebooks.", flush=True)
-    result = execute_run(out, chosen, profile, given)
+    try:
+        _refuse(check_data([given], out))
+    except ParameterError:
+        if not existed:
+            out.rmdir()  # Made a moment ago and still empty: a refused run leaves nothing.
+        raise
+    print(
+        f"Run folder: {out}\nProfile: {profile}; {len(chosen)} notebooks; "
+        f"parameters checked in {time.perf_counter() - t0:.1f} s.",
+        flush=True,
+    )
+    return _report_end(execute_run(out, chosen, profile, given))
+
+
+def _report_end(result: RunResult) -> Path:
     if result.failure:
         raise RunFailed(result)
     print(
-        f"Finished in {result.wall_s:.0f} s. Executed notebooks, artefacts and the record "
-        f"(run.json, metrics.json): {out}"
+        f"Finished in {_clock(result.wall_s)}. Executed notebooks, artefacts and the record "
+        f"(run.json, metrics.json): {result.run_dir}",
+        flush=True,
     )
-    return out
+    return result.run_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line of ``make run``."""
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a batch system stopping the job) behave as Ctrl-C: recorded, clean."""
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run the course's notebooks with papermill.")
     parser.add_argument(
-        "--profile",
-        default=None,
-        help="full (the course) or small; default $COURSE_PROFILE, else full",
+        "--profile", help="full (the course) or small; default $COURSE_PROFILE, else full"
     )
     parser.add_argument("--run-dir", help="run folder (default runs/<time>-<profile>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or failed run")
     parser.add_argument("--notebooks", help="a subset, e.g. 00,01,03 (default: all, in order)")
     parser.add_argument(
-        "--notebooks-dir",
-        default=str(NOTEBOOKS_DIR),
-        help="folder of the numbered notebooks (default notebooks/)",
+        "--notebooks-dir", default=str(NOTEBOOKS_DIR), help="folder of the numbered notebooks"
     )
     parser.add_argument(
         "-p",
@@ -543,22 +720,38 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("NAME", "VALUE"),
         help="a notebook parameter, e.g. -p EPOCHS 5",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line of ``make run``: 0 done, 1 a notebook failed, 2 refused, 130 stopped."""
+    args = _parser().parse_args(argv)
     parameters = {name: parse_value(value) for name, value in args.parameter}
+    interrupt_on_sigterm()
     try:
+        if args.resume:
+            if parameters or args.run_dir or args.notebooks:
+                raise ValueError("--resume continues a run as it was: give no -p/--notebooks.")
+            _report_end(resume_run(args.resume))
+            return 0
         folder = project_path(args.notebooks_dir, NOTEBOOKS_DIR)
         chosen = select_notebooks(args.notebooks, folder)
         run_course(args.profile, args.run_dir, parameters, chosen)
     except ParameterError as error:
-        print(f"error: parameters do not match the notebooks:\n{error}", file=sys.stderr)
+        print(f"error: nothing ran; the parameters cannot work:\n{error}", file=sys.stderr)
         return 2
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except RunFailed:
-        return 1  # The reporter already printed where it failed.
+    except RunFailed as failed:
+        print(f"Resume after a fix with: python -m helpers.runner --resume {failed.result.run_dir}")
+        return 1
     except KeyboardInterrupt:
-        print("\nInterrupted; the run folder records where.", file=sys.stderr)
+        print(
+            "\nInterrupted; run.json records where. Continue with: "
+            "python -m helpers.runner --resume <run folder>",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -172,20 +172,22 @@ def record_notebook(
     write_summaries(run_dir)
 
 
-def record_injected(run_dir: Path, notebook: str, injected: dict) -> None:
-    """Record the parameters the runner injects into a notebook, before it runs."""
+def note_notebook(run_dir: Path, notebook: str, **data: Any) -> None:
+    """Merge ``data`` into a notebook's entry of ``run.json`` (what the runner notes)."""
     current = load_record(run_dir)
     notebooks = current.get("notebooks", {})
-    notebooks.setdefault(notebook, {})["injected"] = injected
+    notebooks.setdefault(notebook, {}).update(data)
     record(run_dir, "notebooks", notebooks)
+
+
+def record_injected(run_dir: Path, notebook: str, injected: dict) -> None:
+    """Record the parameters the runner injects into a notebook, before it runs."""
+    note_notebook(run_dir, notebook, injected=injected)
 
 
 def record_wall_time(run_dir: Path, notebook: str, seconds: float) -> None:
     """Record a notebook's wall time as the runner measured it (kernel start included)."""
-    current = load_record(run_dir)
-    notebooks = current.get("notebooks", {})
-    notebooks.setdefault(notebook, {})["wall_s"] = round(float(seconds), 2)
-    record(run_dir, "notebooks", notebooks)
+    note_notebook(run_dir, notebook, wall_s=round(float(seconds), 2))
 
 
 def _clean_number(value: Any) -> Any:

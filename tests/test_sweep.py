@@ -1,9 +1,8 @@
-"""Parameter sweeps, on tiny generated notebooks (a kernel start each, no TensorFlow)."""
+"""Sweeps on Optuna and single runs that resume, on tiny notebooks (no TensorFlow)."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import optuna
 import pandas as pd
 import pytest
 
@@ -100,11 +100,11 @@ def test_expansion_order_and_ids():
         },
         {"SEED": 1},
     )
-    assert len(combos) == 8 and [c.index for c in combos] == list(range(1, 9))
-    assert combos[0].run_id == "BACKBONE=EfficientNetLite0__IMAGE_SIZE=96__AUGMENT=True"
-    assert combos[1].run_id == "BACKBONE=EfficientNetLite0__IMAGE_SIZE=96__AUGMENT=False"
-    assert combos[-1].run_id == "BACKBONE=MobileNetV3Small__IMAGE_SIZE=128__AUGMENT=False"
-    assert combos[0].parameters == {
+    assert len(combos) == 8 and [c["index"] for c in combos] == list(range(1, 9))
+    assert combos[0]["run_id"] == "BACKBONE=EfficientNetLite0__IMAGE_SIZE=96__AUGMENT=True"
+    assert combos[1]["run_id"] == "BACKBONE=EfficientNetLite0__IMAGE_SIZE=96__AUGMENT=False"
+    assert combos[-1]["run_id"] == "BACKBONE=MobileNetV3Small__IMAGE_SIZE=128__AUGMENT=False"
+    assert combos[0]["parameters"] == {
         "SEED": 1,
         "BACKBONE": "EfficientNetLite0",
         "IMAGE_SIZE": 96,
@@ -114,9 +114,9 @@ def test_expansion_order_and_ids():
         sweep.run_id({"DATA_DIR": "data/my set", "LR": 1e-05, "R": [0.8, 0.2], "W": None})
         == "DATA_DIR=data-my-set__LR=1e-05__R=0.8-0.2__W=None"
     )
-    assert sweep.expand({}, {"A": 1})[0].run_id == "default"
+    assert sweep.expand({}, {"A": 1})[0]["run_id"] == "default"
     clash = sweep.expand({"P": ["a/b", "a-b"]})
-    assert clash[0].run_id == "P=a-b" and clash[1].run_id.startswith("P=a-b-")
+    assert clash[0]["run_id"] == "P=a-b" and clash[1]["run_id"].startswith("P=a-b-")
     long = sweep.run_id({"NAME": "x" * 300})
     assert len(long) <= 120 and "/" not in long
 
@@ -141,7 +141,7 @@ rank_by: 02_train.val_accuracy
     assert [p.stem for p in loaded.notebooks] == ["01_prep", "02_train"]
     assert loaded.grid == {"SIZE": [96, 128], "LEARNING_RATE": [1e-3, 1e-2], "OPTION": [None, "x"]}
     assert loaded.out == config.RUNS_DIR / "sweeps" / "tiny"
-    assert len(loaded.combinations) == 8
+    assert len(sweep.expand(loaded.grid, loaded.fixed)) == 8
     sweep.validate(loaded)  # RATE=1 is an int for a float: accepted.
     overridden = sweep.load_sweep(
         grid,
@@ -159,14 +159,23 @@ rank_by: 02_train.val_accuracy
     }
     assert overridden.fixed == {"LABEL": "c", "RATE": 1, "RATIOS": [0.6, 0.4]}
     assert overridden.profile == "full" and [p.stem for p in overridden.notebooks] == ["01_prep"]
-    assert (
-        overridden.combinations[0].run_id == "SIZE=64__LEARNING_RATE=0.001__OPTION=None__FLAG=True"
-    )
+    first = sweep.expand(overridden.grid, overridden.fixed)[0]["run_id"]
+    assert first == "SIZE=64__LEARNING_RATE=0.001__OPTION=None__FLAG=True"
     assert overridden.out == tmp_path / "o"
     with pytest.raises(sweep.SweepError, match="unknown key.*'gird'.*did you mean 'grid'"):
         sweep.load_sweep(write_grid(tmp_path / "bad.yaml", "gird: {SIZE: [1]}\n"))
     with pytest.raises(sweep.SweepError, match="SIZE lists 96 more than once"):
         sweep.load_sweep(None, ["SIZE=96,96"], notebooks_dir=notebooks)
+    # A YAML syntax error: the file, line and column, in one line, no traceback.
+    broken = write_grid(tmp_path / "broken.yaml", "grid:\n  SIZE: [96, 128\nfixed: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.sweep", str(broken), "--notebooks-dir", str(notebooks)],
+        cwd=config.PROJ_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{broken}, line 3, column 6" in result.stderr and len(result.stderr.splitlines()) <= 2
 
 
 def test_validation_names_and_types(tmp_path, notebooks):
@@ -208,8 +217,34 @@ def test_validation_names_and_types(tmp_path, notebooks):
         sweep.validate(only_prep)
 
 
+def test_course_values_are_checked_against_the_schema():
+    """Course parameters: ranges, choices and data, before anything runs."""
+    loaded = sweep.load_sweep(
+        None, ["IMAGE_SIZE=96,-32", "BACKBONE=ResNet", "DATA_DIR=data/none-such"], notebooks="01,03"
+    )
+    with pytest.raises(sweep.SweepError) as error:
+        sweep.validate(loaded)
+    text = str(error.value)
+    assert "IMAGE_SIZE=-32: must be an integer from 32" in text and "BACKBONE='ResNet'" in text
+    assert "IMAGE_SIZE=96" not in text
+
+
 def read(path: Path):
     return json.loads(path.read_text())
+
+
+def ranking_rows(path: Path) -> list[list[str]]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def trials_per_run(out: Path, name: str = "sweep") -> dict[str, list[str]]:
+    backend = optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
+    study = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+    found: dict[str, list[str]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        found.setdefault(trial.user_attrs["run_id"], []).append(trial.state.name)
+    return found
 
 
 def test_failure_isolation_record_and_report(tmp_path, notebooks):
@@ -222,17 +257,13 @@ grid: {MODE: [ok, boom], SIZE: [10, 20]}
 """,
     )
     loaded = sweep.load_sweep(grid, out=tmp_path / "sw", notebooks_dir=notebooks)
-    status = sweep.run_sweep(loaded)
-    assert status["state"] == "finished" and status["counts"] == {"finished": 2, "failed": 2}
-    runs_by_id = {r["id"]: r for r in status["runs"]}
-    failed = runs_by_id["MODE=boom__SIZE=20"]
-    assert failed["status"] == "failed"
-    assert failed["failure"] == {
-        "notebook": "02_train",
-        "cell": 4,
-        "error": "ValueError: boom for MODE=boom",
-    }
-    assert read(tmp_path / "sw" / "status.json")["runs"][3]["failure"]["cell"] == 4
+    study = sweep.work(loaded)
+    table = sweep.comparison_table(study)
+    assert table["status"].value_counts().to_dict() == {"finished": 2, "failed": 2}
+    failed = study.trials[3].user_attrs
+    assert failed["run_id"] == "MODE=boom__SIZE=20" and failed["failure"]["notebook"] == "02_train"
+    assert failed["failure"]["cell"] == 4
+    assert failed["failure"]["error"] == "ValueError: boom for MODE=boom"
     # The record of a finished run.
     folder = tmp_path / "sw" / "MODE=ok__SIZE=20"
     assert (folder / "01_prep.ipynb").is_file() and (folder / "02_train.ipynb").is_file()
@@ -266,133 +297,95 @@ grid: {MODE: [ok, boom], SIZE: [10, 20]}
     assert failed_record["status"] == "failed" and failed_record["failed_cell"] == 4
     # The comparison.
     table = pd.read_csv(tmp_path / "sw" / "comparison.csv")
-    assert list(table["run_id"]) == [c.run_id for c in loaded.combinations]
+    assert list(table["run_id"]) == [c["run_id"] for c in sweep.expand(loaded.grid, loaded.fixed)]
     assert {"MODE", "SIZE", "RATE", "02_train.val_accuracy", "resolved.01_prep.OPTION"} <= set(
         table
     )
     ranking = (tmp_path / "sw" / "ranking.md").read_text()
-    assert "Ranked by `final.val_accuracy`" in ranking
-    lines = [line for line in ranking.splitlines() if line.startswith("| ")][1:]
-    assert lines[0].startswith("| 1 | MODE=ok__SIZE=20 |") and lines[1].startswith(
-        "| 2 | MODE=ok__SIZE=10"
-    )
-    assert "failed: 02_train cell 4: ValueError: boom for MODE=boom" in lines[-1]
+    assert "Ranked by `final.val_accuracy`" in ranking and "optuna-dashboard" in ranking
+    rows = ranking_rows(tmp_path / "sw" / "ranking.md")
+    assert rows[0][:2] == ["1", "MODE=ok__SIZE=20"] and rows[1][:2] == ["2", "MODE=ok__SIZE=10"]
+    assert "02_train cell 4: ValueError: boom for MODE=boom" in rows[-1][-1]
     assert (tmp_path / "sw" / "comparison.png").stat().st_size > 1000
-    # A sweep folder is never run into again without --resume.
-    with pytest.raises(FileExistsError, match="--resume"):
-        sweep.run_sweep(loaded)
-    assert (
-        sweep.main(
-            [
-                str(grid),
-                "--out",
-                str(tmp_path / "sw"),
-                "--notebooks-dir",
-                str(notebooks),
-                "--report",
-                "--rank-by",
-                "01_prep.score",
-            ]
-        )
-        == 0
+    # Running the same sweep again runs nothing more: every combination has its trial.
+    sweep.work(loaded)
+    assert {k: len(v) for k, v in trials_per_run(tmp_path / "sw", "g").items()} == dict.fromkeys(
+        table["run_id"], 1
     )
+    args = [str(grid), "--out", str(tmp_path / "sw"), "--notebooks-dir", str(notebooks)]
+    assert sweep.main([*args, "--report", "--rank-by", "01_prep.score"]) == 0
     assert "Ranked by `01_prep.score`" in (tmp_path / "sw" / "ranking.md").read_text()
-
-
-def test_resume_after_interruption(tmp_path, notebooks, monkeypatch):
-    grid = write_grid(tmp_path / "g.yaml", "profile: small\ngrid: {SIZE: [1, 2, 3]}\n")
-    loaded = sweep.load_sweep(grid, out=tmp_path / "sw", notebooks_dir=notebooks)
-    real = runner.execute_run
-    calls = []
-
-    def interrupted_second(run_dir, *args, **kwargs):
-        calls.append(Path(run_dir).name)
-        if len(calls) == 2:
-            (Path(run_dir) / "partial.txt").write_text("half done")
-            raise KeyboardInterrupt
-        return real(run_dir, *args, **kwargs)
-
-    monkeypatch.setattr(sweep, "execute_run", interrupted_second)
-    with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(loaded)
-    status = read(tmp_path / "sw" / "status.json")
-    assert status["state"] == "interrupted"
-    assert [r["status"] for r in status["runs"]] == ["finished", "interrupted", "pending"]
-    first = tmp_path / "sw" / "SIZE=1"
-    stamps = {p: p.stat().st_mtime_ns for p in first.rglob("*")}
-    monkeypatch.setattr(sweep, "execute_run", real)
-    calls.clear()
-    done = sweep.run_sweep(loaded, resume=True)
-    assert done["state"] == "finished" and done["counts"] == {"finished": 3}
-    assert {p: p.stat().st_mtime_ns for p in first.rglob("*")} == stamps  # Untouched.
-    aside = tmp_path / "sw" / "SIZE=2.incomplete-1"
-    assert (aside / "partial.txt").read_text() == "half done"
-    assert done["runs"][1]["moved_aside"] == ["SIZE=2.incomplete-1"]
-    # A run marked unfinished (as a kill mid-run leaves it) is the only one redone.
-    record_path = tmp_path / "sw" / "SIZE=3" / "run.json"
-    data = read(record_path)
-    data["run"]["status"] = "running"
-    record_path.write_text(json.dumps(data))
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("SIZE=[12]/*")}
-    sweep.run_sweep(loaded, resume=True)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("SIZE=[12]/*")} == stamps
-    assert (tmp_path / "sw" / "SIZE=3.incomplete-1" / "run.json").is_file()
-    assert read(record_path)["run"]["status"] == "finished"
-    # Resuming with a changed grid that gives a run other parameters is refused.
+    # Another grid into the same study is refused.
     changed = sweep.load_sweep(grid, ["RATE=2"], out=tmp_path / "sw", notebooks_dir=notebooks)
     with pytest.raises(sweep.SweepError, match="holds a different sweep"):
-        sweep.run_sweep(changed, resume=True)
+        sweep.work(changed)
 
 
-def test_killed_sweep_resumes(tmp_path, notebooks):
-    """A real process, stopped by SIGTERM during its second run, then resumed."""
+def sweep_command(out: Path, notebooks: Path, *sets: str) -> list[str]:
+    command = [sys.executable, "-m", "helpers.sweep", "--profile", "small"]
+    command += ["--notebooks-dir", str(notebooks), "--out", str(out)]
+    return command + [f"--set={s}" for s in sets]
+
+
+def test_two_workers_run_each_combination_once(tmp_path, notebooks):
+    """Two processes on one storage (as two machines would be) share a grid of four."""
     out = tmp_path / "sw"
-    command = [
-        sys.executable,
-        "-m",
-        "helpers.sweep",
-        "--set",
-        "SIZE=1,2",
-        "--set",
-        "SLEEP=2.0",
-        "--profile",
-        "small",
-        "--notebooks-dir",
-        str(notebooks),
-        "--out",
-        str(out),
+    command = sweep_command(out, notebooks, "SIZE=1,2,3,4", "SLEEP=0.5")
+    workers = [
+        subprocess.Popen(command, cwd=config.PROJ_ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
     ]
+    outputs = [w.communicate(timeout=240)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = trials_per_run(out)
+    assert trials == {f"SIZE={n}": ["COMPLETE"] for n in (1, 2, 3, 4)}
+    table = pd.read_csv(out / "comparison.csv")
+    assert set(table["status"]) == {"finished"} and table["worker"].nunique() == 2
+
+
+def test_killed_worker_rerun_completes_only_what_is_missing(tmp_path, notebooks):
+    """SIGKILL during the second run, then the same command: the first run is kept and the
+    second resumes from its unfinished notebook."""
+    out = tmp_path / "sw"
+    command = sweep_command(out, notebooks, "SIZE=1,2", "SLEEP=3.0")
+    process = subprocess.Popen(command, cwd=config.PROJ_ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "SIZE=2" / "02_train.ipynb").exists():
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert read(out / "SIZE=2" / "run.json")["run"]["status"] == "running"  # As a kill leaves it.
+    first = {p: p.stat().st_mtime_ns for p in (out / "SIZE=1").iterdir()}
+    prep = (out / "SIZE=2" / "01_prep.ipynb").stat().st_mtime_ns
+    rerun = subprocess.run(command, cwd=config.PROJ_ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "SIZE=2/01_prep: finished earlier, kept" in rerun.stdout
+    assert {p: p.stat().st_mtime_ns for p in (out / "SIZE=1").iterdir()} == first
+    assert (out / "SIZE=2" / "01_prep.ipynb").stat().st_mtime_ns == prep
+    assert trials_per_run(out) == {"SIZE=1": ["COMPLETE"], "SIZE=2": ["FAIL", "COMPLETE"]}
+    record = read(out / "SIZE=2" / "run.json")["run"]
+    assert record["status"] == "finished" and len(record["resumed"]) == 1
+
+
+def test_interrupted_worker_keeps_finished_trials(tmp_path, notebooks):
+    """SIGTERM (a batch system, Ctrl-C) stops a worker cleanly: exit 130, trial queued again."""
+    out = tmp_path / "sw"
+    command = sweep_command(out, notebooks, "SIZE=1,2", "SLEEP=3.0")
     process = subprocess.Popen(
         command, cwd=config.PROJ_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.time() + 40
+    deadline = time.time() + 60
     while time.time() < deadline and not (out / "SIZE=2" / "02_train.ipynb").exists():
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=30)[0]
+    output = process.communicate(timeout=60)[0]
     assert process.returncode == 130, output
-    assert (
-        "[1/2] finished" in output and "[2/2] 02_train (2/2)" in output and "Interrupted" in output
-    )
-    status = read(out / "status.json")
-    assert [r["status"] for r in status["runs"]] == ["finished", "interrupted"]
-    first = {p: p.stat().st_mtime_ns for p in (out / "SIZE=1").iterdir()}
-    resumed = subprocess.run(
-        [*command, "--resume", "--set", "SLEEP=0.0"],
-        cwd=config.PROJ_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert resumed.returncode == 2 and "different sweep" in resumed.stderr  # SLEEP changed.
-    resumed = subprocess.run(
-        [*command, "--resume"], cwd=config.PROJ_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "[1/2] SIZE=1: finished earlier, kept" in resumed.stdout
-    assert {p: p.stat().st_mtime_ns for p in (out / "SIZE=1").iterdir()} == first
-    assert read(out / "status.json")["counts"] == {"finished": 2}
-    assert (out / "SIZE=2.incomplete-1" / "01_prep.ipynb").is_file()
+    assert "SIZE=1: finished" in output and "Interrupted" in output
+    assert read(out / "SIZE=2" / "run.json")["run"]["status"] == "interrupted"
+    assert trials_per_run(out) == {"SIZE=1": ["COMPLETE"], "SIZE=2": ["FAIL", "WAITING"]}
+    rerun = subprocess.run(command, cwd=config.PROJ_ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0 and "SIZE=2/01_prep: finished earlier, kept" in rerun.stdout
+    assert pd.read_csv(out / "comparison.csv")["status"].tolist() == ["finished", "finished"]
 
 
 def test_dry_run_runs_nothing(tmp_path, notebooks, capsys):
@@ -412,9 +405,38 @@ def test_dry_run_runs_nothing(tmp_path, notebooks, capsys):
     )
     text = capsys.readouterr().out
     assert code == 0 and not out.exists()
-    assert "2 run(s)" in text and "[2/2] SIZE=2" in text and "MODE -> 02_train" in text
+    assert "2 run(s)" in text and "[2] SIZE=2" in text
     assert sweep.main(["--set", "SIZ=1", "--notebooks-dir", str(notebooks), "--dry-run"]) == 2
     assert "Did you mean SIZE?" in capsys.readouterr().err
+
+
+def test_search_mode(tmp_path, notebooks):
+    """Sampled values within their bounds, one run folder per trial, n_trials in all."""
+    grid = write_grid(
+        tmp_path / "s.yaml",
+        """\
+profile: small
+fixed: {MODE: ok}
+search:
+  SIZE: {low: 1, high: 50}
+  LEARNING_RATE: {low: 1.0e-4, high: 1.0e-2, log: true}
+n_trials: 4
+prune_after: "01"
+rank_by: final.val_accuracy
+""",
+    )
+    loaded = sweep.load_sweep(grid, out=tmp_path / "s", notebooks_dir=notebooks)
+    sweep.validate(loaded)
+    sweep.work(loaded)
+    table = pd.read_csv(tmp_path / "s" / "comparison.csv")
+    assert list(table["run_id"]) == [f"trial-{n:03d}" for n in range(4)]
+    assert set(table["status"]) <= {"finished", "pruned"}
+    assert table["SIZE"].between(1, 50).all() and table["LEARNING_RATE"].between(1e-4, 1e-2).all()
+    assert all((tmp_path / "s" / name / "run.json").is_file() for name in table["run_id"])
+    bad = sweep.load_sweep(None, ["MODE=ok"], notebooks_dir=notebooks)
+    bad.search = {"LEARNING_RATE": {"low": "x", "high": 1.0}}
+    with pytest.raises(sweep.SweepError, match="needs n_trials"):
+        sweep.validate(bad)
 
 
 def test_flatten():
@@ -442,71 +464,34 @@ def test_runner_command_line(tmp_path, notebooks, capsys):
     assert "Did you mean SIZE?" in capsys.readouterr().err and not (tmp_path / "new").exists()
     assert runner.main([*args[:-1], str(tmp_path / "boom"), "-p", "MODE", "boom"]) == 1
     assert read(tmp_path / "boom" / "run.json")["run"]["failed_cell"] == 4
+    assert "--resume" in capsys.readouterr().out
 
 
-def test_ranking_and_plot_of_sizes(tmp_path):
-    frame = pd.DataFrame(
-        {
-            "run_id": ["a", "b", "c"],
-            "status": ["finished"] * 3,
-            "BACKBONE": ["X", "Y", "X"],
-            "final.val_accuracy": [0.8, 0.9, 0.7],
-            "05_export.int8_size_kb": [500, 900, 450],
-            "failure": [None] * 3,
-        }
-    )
-    assert sweep._size_or_latency(frame) == "05_export.int8_size_kb"
-    assert (
-        sweep.comparison_plot(frame, "final.val_accuracy", tmp_path / "p.png").stat().st_size > 1000
-    )
-    status = {
-        "sweep": "s",
-        "grid": {"BACKBONE": ["X", "Y"]},
-        "rank_by": "05_export.int8_size_kb",
-        "rank_order": "min",
-    }
-    text, metric = sweep.ranking(frame, status)
-    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
-    assert metric == "05_export.int8_size_kb" and [r.split(" | ")[1] for r in rows] == [
-        "c",
-        "a",
-        "b",
-    ]
-    text, metric = sweep.ranking(frame, {**status, "rank_by": "nope", "rank_order": "max"})
-    assert metric == "final.val_accuracy" and "`nope` was asked for but no run has it" in text
-
-
-def test_progress_estimate():
-    loaded = sweep.Sweep(
-        "s", {"A": [1, 2, 3]}, {}, "small", [Path("01_a.ipynb"), Path("02_b.ipynb")], Path("out")
-    )
-    progress = sweep.Progress(loaded, [])
-    assert progress.remaining(0) is None
-    progress.add({"01_a": 10.0, "02_b": 20.0})
-    progress.runs_after = 1
-    assert progress.remaining(1) == 20.0 + 30.0
-
-
-def test_one_sweep_process_per_folder(tmp_path, notebooks):
-    out = tmp_path / "sw"
-    out.mkdir()
-    (out / "status.json").write_text("{}")
-    (out / ".lock").write_text(str(os.getppid()))  # A live process that is not this one.
-    loaded = sweep.load_sweep(None, ["SIZE=1"], out=out, notebooks_dir=notebooks)
-    with pytest.raises(FileExistsError, match="Another sweep"):
-        sweep.run_sweep(loaded, resume=True)
-
-
-def test_resume_keeps_failed_runs_unless_retried(tmp_path, notebooks):
-    loaded = sweep.load_sweep(
-        None, ["MODE=ok,boom"], out=tmp_path / "sw", profile="small", notebooks_dir=notebooks
-    )
-    assert sweep.run_sweep(loaded)["counts"] == {"finished": 1, "failed": 1}
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("MODE=*/*")}
-    again = sweep.run_sweep(loaded, resume=True)
-    assert again["counts"] == {"finished": 1, "failed": 1}
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("MODE=*/*")} == stamps
-    retried = sweep.run_sweep(loaded, resume=True, retry_failed=True)
-    assert retried["runs"][1]["status"] == "failed"
-    assert retried["runs"][1]["moved_aside"] == ["MODE=boom.failed-1"]
-    assert (tmp_path / "sw" / "MODE=boom.failed-1" / "02_train.ipynb").is_file()
+def test_killed_run_resumes_from_its_unfinished_notebook(tmp_path, notebooks):
+    target = tmp_path / "run"
+    command = [sys.executable, "-m", "helpers.runner", "--profile", "small", "--run-dir"]
+    command += [str(target), "--notebooks-dir", str(notebooks), "-p", "SLEEP", "30.0"]
+    process = subprocess.Popen(command, cwd=config.PROJ_ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (target / "02_train.ipynb").exists():
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert runner.run_state(target) == "died"  # Noticed, and written in the record.
+    assert read(target / "run.json")["run"]["status"] == "died"
+    prep = (target / "01_prep.ipynb").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="nothing to resume"):
+        record = read(target / "run.json")
+        record["run"].update(status="finished")
+        (tmp_path / "done").mkdir()
+        (tmp_path / "done" / "run.json").write_text(json.dumps(record))
+        runner.resume_run(tmp_path / "done")
+    # Resume with a shorter sleep: the record keeps the parameters, so patch them there.
+    record = read(target / "run.json")
+    record["run"]["parameters"]["SLEEP"] = 0.0
+    (target / "run.json").write_text(json.dumps(record))
+    result = runner.resume_run(target)
+    assert result.status == "finished" and list(result.timings_s) == ["01_prep", "02_train"]
+    assert (target / "01_prep.ipynb").stat().st_mtime_ns == prep
+    assert read(target / "run.json")["run"]["status"] == "finished"
+    assert read(target / "metrics.json")["02_train.val_accuracy"] > 0.5
