@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Profile of `make run`: "full" (the course) or "small" (a quick check, as in CI).
 PROFILE ?= full
-# Grid of `make sweep`, and options for it (e.g. SWEEP_ARGS=--resume, --dry-run, --report).
+# Grid of `make sweep`, and options for it (e.g. SWEEP_ARGS="--workers 2", --dry-run, --report).
 GRID ?= sweeps/example.yaml
 SWEEP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval run lab data weights lint clean clean-all sweep bench
+.PHONY: help setup test unit nbval run lab data weights lint clean clean-all sweep dashboard bench
 
 ## help: list the targets with what each one does
 help:
@@ -51,6 +51,10 @@ run: $(STAMP)
 ## sweep: run the notebooks once per combination of a grid (GRID=sweeps/example.yaml), then compare
 sweep: $(STAMP)
 	$(BIN)/python -m helpers.sweep $(GRID) $(SWEEP_ARGS)
+
+## dashboard: Optuna's live view of a sweep's study (GRID's default journal file)
+dashboard: $(STAMP)
+	$(BIN)/optuna-dashboard runs/sweeps/$(basename $(notdir $(GRID)))/study.journal
 
 ## bench: print training and deployment figures (pipeline, feature cache, sizes, latencies per backbone)
 bench: $(STAMP)

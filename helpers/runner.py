@@ -38,6 +38,9 @@ from helpers.runs import (
 )
 
 KERNEL = "python3"
+# Kernels keep their own log quiet ("running over TCP without encryption", shutdown notices);
+# cells' output still reaches the executed notebook.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 # Parameters the runner sets itself: the run folder always, the profile when declared.
 RUNNER_PARAMETERS = ("RUN_DIR", "PROFILE")
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -423,6 +426,7 @@ def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float 
             kernel_name=KERNEL,
             progress_bar=False,
             execution_timeout=timeout,
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except papermill.PapermillExecutionError as error:
         if error.ename == "KeyboardInterrupt":
@@ -692,7 +696,12 @@ def _report_end(result: RunResult) -> Path:
 
 
 def interrupt_on_sigterm() -> None:
-    """Make SIGTERM (a batch system stopping the job) behave as Ctrl-C: recorded, clean."""
+    """Make SIGTERM (a batch system stopping the job) behave as Ctrl-C: recorded, clean.
+
+    Also quiets TensorFlow's C++ and absl start-up lines in the kernels this process starts
+    (they print before any notebook cell could): unless the user set their own level.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     def _raise(signum, frame):
         raise KeyboardInterrupt

@@ -255,12 +255,14 @@ def claim(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if study._storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
+                study._storage.set_trial_user_attr(frozen._trial_id, "worker", WORKER)
                 return optuna.Trial(study, frozen._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     if not sweep.search or len(latest(study)) >= sweep.n_trials:
         return None
     trial = study.ask()
+    trial.set_user_attr("worker", WORKER)
     values = dict(sweep.fixed)
     for name, space in sweep.search.items():
         if isinstance(space, list):
@@ -278,7 +280,6 @@ def claim(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
 def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     """One course run for the trial, in its run folder; the study told how it ended."""
     ident, parameters = trial.user_attrs["run_id"], trial.user_attrs["parameters"]
-    trial.set_user_attr("worker", WORKER)
     folder, state = sweep.out / ident, runner.run_state(sweep.out / ident)
     if state in ("failed", "finished", "pruned"):  # A retry: the earlier attempt stays.
         n = len(list(sweep.out.glob(f"{ident}.{state}-*"))) + 1
@@ -318,7 +319,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
         )
         study.tell(trial, state=TrialState.FAIL)
         return "failed"
-    study.tell(trial, *([float(value)], None) if result.status != "pruned" else (None, "PRUNED"))
+    if result.status == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, float(value))
     return result.status
 
 
