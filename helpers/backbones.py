@@ -157,9 +157,12 @@ class WeightsRecord:
         """One sentence for the notebook output."""
         text = f"Backbone {self.backbone} with {self.weights} weights ({self.source})."
         if self.fallback:
+            # The record keeps the whole reason; the sentence shows its first line only.
+            lines = self.reason.strip().splitlines() or [""]
+            more = " (the whole error is in the weights record)" if len(lines) > 1 else ""
             text += (
                 f" FALLBACK: {self.requested_backbone} with {self.requested_weights!r} weights "
-                f"was asked for, but {self.reason}"
+                f"was asked for, but {lines[0]}{more}"
             )
         elif not self.pretrained:
             text += " Random features: this is not transfer learning, expect low accuracy."
@@ -226,7 +229,8 @@ def build_backbone(
         except Exception as error:  # Keras raises a bare Exception on a failed fetch.
             if wanted == "imagenet" or spec.name == FALLBACK_BACKBONE:
                 raise WeightsUnavailableError(_remedy(spec, error)) from error
-            reason = f"its ImageNet weights could not be had ({str(error)[:160]})."
+            # The whole error, never cut: the record is where a learner looks for it.
+            reason = f"its ImageNet weights could not be had ({str(error).strip()})."
             fallback = get_spec(FALLBACK_BACKBONE).constructor()
             model = fallback(weights="imagenet", **kwargs)
             record = WeightsRecord(

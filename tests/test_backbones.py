@@ -56,6 +56,25 @@ def test_auto_falls_back_loudly_to_pretrained_lite0(monkeypatch, capsys):
     assert model.output_shape[-1] == 1280
 
 
+def test_fallback_reason_is_kept_whole(monkeypatch, capsys):
+    """A long, multi-line error is stored whole; the printed sentence shows its first line."""
+    first = "URL fetch failure on https://storage.googleapis.com/" + "a" * 300 + ".h5"
+    message = first + "\n" + "b" * 100  # 457 characters over two lines
+    assert len(message) > 400
+
+    def fake(*args, weights="imagenet", **kwargs):
+        raise Exception(message)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV3Small", fake)
+    _, record = backbones.build_backbone("MobileNetV3Small", "auto", SHAPE)
+    assert message in record.reason
+    assert message in record.to_dict()["reason"]
+    summary = record.summary()
+    assert first in summary and "b" * 100 not in summary
+    assert "whole error is in the weights record" in summary
+    assert first in capsys.readouterr().out
+
+
 def test_random_weights_are_recorded_as_not_pretrained():
     _, record = backbones.build_backbone("MobileNetV3Small", None, SHAPE, verbose=False)
     assert (record.weights, record.pretrained, record.fallback) == ("random", False, False)
