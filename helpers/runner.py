@@ -41,6 +41,7 @@ KERNEL = "python3"
 # Kernels keep their own log quiet ("running over TCP without encryption", shutdown notices);
 # cells' output still reaches the executed notebook.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+KERNEL_LOG_ENV = "COURSE_KERNEL_LOG"
 # Parameters the runner sets itself: the run folder always, the profile when declared.
 RUNNER_PARAMETERS = ("RUN_DIR", "PROFILE")
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -413,9 +414,26 @@ def previous_timings(profile: str, notebooks: Sequence[Path]) -> dict[str, float
     return {p.stem: latest[1][p.stem] for p in notebooks if p.stem in latest[1]}
 
 
+def _quiet_kernel_manager():
+    """A kernel manager whose kernel writes its process-level stderr (TensorFlow's C++ and
+    absl start-up lines, printed before any cell runs) to ``kernel.log`` in the run folder."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log = os.environ.get(KERNEL_LOG_ENV)
+            if log:
+                kw["stderr"] = open(log, "a")  # noqa: SIM115 - the kernel process keeps it.
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
 def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float | None):
     """Execute one notebook with papermill; the failure as a dict, or None."""
     import papermill
+
+    os.environ[KERNEL_LOG_ENV] = str(out.parent / "kernel.log")
 
     try:
         papermill.execute_notebook(
@@ -427,6 +445,7 @@ def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float 
             progress_bar=False,
             execution_timeout=timeout,
             extra_arguments=KERNEL_ARGUMENTS,
+            kernel_manager_class=_quiet_kernel_manager(),
         )
     except papermill.PapermillExecutionError as error:
         if error.ename == "KeyboardInterrupt":
