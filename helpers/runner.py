@@ -38,10 +38,6 @@ from helpers.runs import (
 )
 
 KERNEL = "python3"
-# Kernels keep their own log quiet ("running over TCP without encryption", shutdown notices);
-# cells' output still reaches the executed notebook.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
-KERNEL_LOG_ENV = "COURSE_KERNEL_LOG"
 # Parameters the runner sets itself: the run folder always, the profile when declared.
 RUNNER_PARAMETERS = ("RUN_DIR", "PROFILE")
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -414,26 +410,11 @@ def previous_timings(profile: str, notebooks: Sequence[Path]) -> dict[str, float
     return {p.stem: latest[1][p.stem] for p in notebooks if p.stem in latest[1]}
 
 
-def _quiet_kernel_manager():
-    """A kernel manager whose kernel writes its process-level stderr (TensorFlow's C++ and
-    absl start-up lines, printed before any cell runs) to ``kernel.log`` in the run folder."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class QuietKernelManager(AsyncKernelManager):
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            log = os.environ.get(KERNEL_LOG_ENV)
-            if log:
-                kw["stderr"] = open(log, "a")  # noqa: SIM115 - the kernel process keeps it.
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
-
-    return QuietKernelManager
-
-
 def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float | None):
     """Execute one notebook with papermill; the failure as a dict, or None."""
     import papermill
 
-    os.environ[KERNEL_LOG_ENV] = str(out.parent / "kernel.log")
+    from helpers.quiet import quiet_kernel_options
 
     try:
         papermill.execute_notebook(
@@ -444,8 +425,7 @@ def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float 
             kernel_name=KERNEL,
             progress_bar=False,
             execution_timeout=timeout,
-            extra_arguments=KERNEL_ARGUMENTS,
-            kernel_manager_class=_quiet_kernel_manager(),
+            **quiet_kernel_options(out.parent / "kernel.log"),
         )
     except papermill.PapermillExecutionError as error:
         if error.ename == "KeyboardInterrupt":
@@ -715,12 +695,7 @@ def _report_end(result: RunResult) -> Path:
 
 
 def interrupt_on_sigterm() -> None:
-    """Make SIGTERM (a batch system stopping the job) behave as Ctrl-C: recorded, clean.
-
-    Also quiets TensorFlow's C++ and absl start-up lines in the kernels this process starts
-    (they print before any notebook cell could): unless the user set their own level.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Make SIGTERM (a batch system stopping the job) behave as Ctrl-C: recorded, clean."""
 
     def _raise(signum, frame):
         raise KeyboardInterrupt
