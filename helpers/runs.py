@@ -319,6 +319,29 @@ def write_summaries(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def compare(frame, out: Path, rank_by: str, lowest: bool, axes: list, heading: str) -> dict:
+    """Write the comparison of runs (``frame``: a row per run with ``run_id`` and ``status``)
+    into ``out``: ``comparison.csv``, ``ranking.md`` (finished runs ranked by ``rank_by``,
+    the others after them) and ``comparison.png``; return their paths."""
+    from helpers import plots
+
+    paths = {name: Path(out) / name for name in ("comparison.csv", "ranking.md", "comparison.png")}
+    frame = frame.assign(failure=frame.get("failure", "")).fillna({"failure": ""})
+    frame.to_csv(paths["comparison.csv"], index=False)
+    metric = rank_by if rank_by in frame else None
+    ranked = frame.sort_values(metric, ascending=lowest) if metric else frame
+    ranked = ranked.sort_values("status", key=lambda s: s != "finished", kind="stable")
+    columns = ["run_id", *axes, metric, "wall_s", "status", "failure"]
+    table = ranked[[c for c in columns if c in ranked]].copy()
+    table["failure"] = table["failure"].astype(str).str.split("\n").str[0]
+    table.insert(0, "rank", [i if s == "finished" else "-" for i, s in enumerate(table.status, 1)])
+    better = "lower" if lowest else "higher"
+    note = f"Ranked by `{metric}` ({better} is better)." if metric else f"No run has `{rank_by}`."
+    paths["ranking.md"].write_text(f"{heading}\n\n{note}\n\n{table.to_markdown(index=False)}\n")
+    plots.sweep_comparison(frame, metric, paths["comparison.png"])
+    return paths
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(

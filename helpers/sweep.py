@@ -1,11 +1,8 @@
 """Parameter sweeps on Optuna: each trial is one course run, in its own run folder.
 
 A grid file (``sweeps/example.yaml``) has ``grid:`` (each combination runs once) or
-``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``, ``prune_after:``), and
-``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:`` (default: a journal
-file in the sweep folder; a ``postgresql://`` or ``mysql://`` URL lets many machines share
-one study). Workers claim waiting trials atomically; a stopped worker's trial is queued
-again and its run folder resumed. ``python -m helpers.sweep --help`` lists the options.
+``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``, ``prune_after:``), with
+``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:`` (see the README).
 """
 
 from __future__ import annotations
@@ -28,16 +25,13 @@ from typing import Any
 
 import optuna
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import TrialState as State
 
-from helpers import plots, runner
+from helpers import runner, runs
 from helpers.config import NOTEBOOKS_DIR, RUNS_DIR, project_path, resolve_profile
-from helpers.runs import METRICS_NAME, PARAMETERS_NAME, read_json
 
 KEYS = "name profile notebooks notebooks_dir fixed grid search n_trials prune_after out storage"
 SPEC_KEYS = (*KEYS.split(), "rank_by", "rank_order", "cell_timeout")
-REPORT_FILES = ("comparison.csv", "ranking.md", "comparison.png")
-STATUS = {"COMPLETE": "finished", "FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running"}
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -65,11 +59,10 @@ def _yaml(text: str, source: str) -> Any:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, (list, tuple, dict)):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        return "-".join(
-            f"{k}-{_text(v)}" if isinstance(value, dict) else _text(v) for k, v in items
-        )
+    if isinstance(value, dict):
+        value = [item for pair in value.items() for item in pair]
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(_text, value))
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -122,7 +115,7 @@ def _read_grid(path: str | os.PathLike) -> dict[str, Any]:
     spec = _yaml(source.read_text(), str(source)) or {}
     if not isinstance(spec, dict):
         raise SweepError(f"{source}: expected keys such as grid: and fixed:")
-    for key in (k for k in spec if k not in SPEC_KEYS):
+    for key in [k for k in spec if k not in SPEC_KEYS]:
         close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SweepError(f"{source}: unknown key {key!r}{hint}; known: {', '.join(SPEC_KEYS)}")
@@ -169,8 +162,7 @@ def validate(sweep: Sweep) -> None:
     """Every name and value of the sweep checked before anything runs (all problems)."""
     values = {k: [v] for k, v in sweep.fixed.items()} | sweep.grid
     for name, space in sweep.search.items():
-        is_range = isinstance(space, dict)
-        values[name] = [space.get("low"), space.get("high")] if is_range else list(space)
+        values[name] = [space.get("low"), space.get("high")] if "low" in space else list(space)
     problems = runner.check_values(values, sweep.notebooks)
     combinations = [c["parameters"] for c in expand(sweep.grid, sweep.fixed)]
     problems += [] if problems else runner.check_data(combinations)
@@ -179,10 +171,8 @@ def validate(sweep: Sweep) -> None:
     if sweep.search and sweep.n_trials < 1:
         problems.append("search: needs n_trials: (how many trials in all)")
     if problems:
-        raise SweepError(
-            f"Sweep {sweep.name!r}: {len(problems)} problem(s), nothing ran:\n"
-            + "\n".join(f"- {p}" for p in problems)
-        )
+        head = f"Sweep {sweep.name!r}: {len(problems)} problem(s), nothing ran:"
+        raise SweepError("\n- ".join([head, *problems]))
 
 
 def open_study(sweep: Sweep) -> optuna.Study:
@@ -205,9 +195,8 @@ def open_study(sweep: Sweep) -> optuna.Study:
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
         for _ in range(600):  # The worker that created it may still be queueing the grid.
-            if "spec" in study.user_attrs:
+            if "spec" in study.user_attrs or time.sleep(0.1):
                 break
-            time.sleep(0.1)
         if study.user_attrs.get("spec") != sweep.spec():
             raise SweepError(
                 f"The study {sweep.name!r} in {url} holds a different sweep (grid, fixed "
@@ -223,57 +212,49 @@ def latest(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
     return dict(sorted(found.items(), key=lambda item: item[1].user_attrs["index"]))
 
 
-def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a trial's run again: same run id, same parameters, same run folder."""
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str = "") -> None:
+    """Queue a trial's run again (same id, parameters and folder); a stopped one fails first."""
+    if why:
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", why)
+        study._storage.set_trial_state_values(trial._trial_id, State.FAIL)
     keep = {k: trial.user_attrs[k] for k in ("run_id", "index", "parameters")}
     study.enqueue_trial(trial.params, keep)
-
-
-def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
-    """Fail a trial whose worker stopped, saying why, and queue its run again."""
-    study._storage.set_trial_user_attr(trial._trial_id, "interrupted", why)
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    requeue(study, study._storage.get_trial(trial._trial_id))
 
 
 def reap(study: optuna.Study, retry_failed: bool = False) -> None:
     """Queue again the trials of dead workers (and failed ones with ``retry_failed``)."""
     with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
         optuna.storages.fail_stale_trials(study)  # Database servers: dead workers on any host.
-    host = socket.gethostname()
     for trial in latest(study).values():
-        owner = trial.user_attrs.get("worker", ":").split(":")
-        if trial.state == TrialState.RUNNING and owner[0] == host:
-            if not runner.process_alive({"host": host, "pid": owner[1]}):
-                stop(study, trial, "its worker stopped without a word")
-        elif trial.state == TrialState.FAIL and (retry_failed or "failure" not in trial.user_attrs):
+        host, _, pid = trial.user_attrs.get("worker", "").partition(":")
+        if trial.state == State.RUNNING and host == socket.gethostname():
+            if not runner.process_alive({"host": host, "pid": pid}):
+                requeue(study, trial, "its worker stopped without a word")
+        elif trial.state == State.FAIL and (retry_failed or "failure" not in trial.user_attrs):
             requeue(study, trial)
 
 
 def claim(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
     """A waiting trial made ours atomically; a new sampled one in search mode; else None."""
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if study._storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
-                study._storage.set_trial_user_attr(frozen._trial_id, "worker", WORKER)
-                return optuna.Trial(study, frozen._trial_id)
+    for waiting in study.get_trials(deepcopy=False, states=(State.WAITING,)):
+        try:  # What Study.ask does to pop its queue, without sampling a new trial.
+            if study._storage.set_trial_state_values(waiting._trial_id, State.RUNNING):
+                study._storage.set_trial_user_attr(waiting._trial_id, "worker", WORKER)
+                return optuna.Trial(study, waiting._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     if not sweep.search or len(latest(study)) >= sweep.n_trials:
         return None
-    trial = study.ask()
-    trial.set_user_attr("worker", WORKER)
-    values = dict(sweep.fixed)
+    trial, values = study.ask(), dict(sweep.fixed)
     for name, space in sweep.search.items():
         if isinstance(space, list):
             values[name] = trial.suggest_categorical(name, space)
-        elif isinstance(space["low"], int) and isinstance(space["high"], int):
-            values[name] = trial.suggest_int(name, space["low"], space["high"])
         else:
-            values[name] = trial.suggest_float(name, **space)
-    for key, value in (("run_id", f"trial-{trial.number:03d}"), ("index", trial.number + 1)):
+            suggest = trial.suggest_int if type(space["low"]) is int else trial.suggest_float
+            values[name] = suggest(name, **space)
+    attrs = {"run_id": f"trial-{trial.number:03d}", "index": trial.number + 1, "worker": WORKER}
+    for key, value in {**attrs, "parameters": values}.items():
         trial.set_user_attr(key, value)
-    trial.set_user_attr("parameters", values)
     return trial
 
 
@@ -284,46 +265,47 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     if state in ("failed", "finished", "pruned"):  # A retry: the earlier attempt stays.
         n = len(list(sweep.out.glob(f"{ident}.{state}-*"))) + 1
         folder.rename(folder.with_name(f"{ident}.{state}-{n}"))
-    folder.mkdir(parents=True, exist_ok=True)
-    done = [t.user_attrs["wall_s"] for t in latest(study).values() if "wall_s" in t.user_attrs]
+    walls = [t.user_attrs["wall_s"] for t in latest(study).values() if "wall_s" in t.user_attrs]
     total = sweep.n_trials or len(expand(sweep.grid, sweep.fixed))
-    eta = f", about {(total - len(done)) * sum(done) / len(done) / 60:.0f} min left" if done else ""
-    print(f"[{trial.user_attrs['index']}/{total}] {ident} ({len(done)} done{eta})", flush=True)
+    mean = sum(walls) / max(len(walls), 1)
+    left = f", about {(total - len(walls)) * mean / 60:.0f} min left"
+    print(
+        f"[{trial.user_attrs['index']}/{total}] {ident} ({len(walls)} done{left if walls else ''})"
+    )
 
     def report(event: str, info: dict) -> None:
         runner.print_reporter(event, {**info, "notebook": f"{ident}/{info['notebook']}"})
 
     def prune(notebook: str) -> str | None:
-        value = read_json(folder / METRICS_NAME, {}).get(sweep.rank_by)
+        value = runs.read_json(folder / runs.METRICS_NAME, {}).get(sweep.rank_by)
         if value is None or not notebook.startswith(str(sweep.prune_after)):
             return None
         trial.report(float(value), step=int(notebook[:2]))
         return "pruned" if trial.should_prune() else None
 
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         where = (folder, sweep.notebooks, sweep.profile, parameters, report, sweep.cell_timeout)
         result = runner.execute_run(*where, prune, resume=state in ("interrupted", "died"))
     except KeyboardInterrupt:
-        stop(study, study._storage.get_trial(trial._trial_id), "stopped by Ctrl-C or SIGTERM")
+        requeue(study, study._storage.get_trial(trial._trial_id), "stopped by Ctrl-C or SIGTERM")
         raise
-    metrics, failure = read_json(folder / METRICS_NAME, {}), result.failure
-    trial.set_user_attr("wall_s", result.wall_s)
-    trial.set_user_attr("metrics", metrics)
-    resolved = read_json(folder / PARAMETERS_NAME, {}).items()
+    metrics, failure = runs.read_json(folder / runs.METRICS_NAME, {}), result.failure
+    resolved = runs.read_json(folder / runs.PARAMETERS_NAME, {}).items()
     trial.set_user_attr("resolved", {name: entry.get("resolved") for name, entry in resolved})
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("wall_s", result.wall_s)
     value = metrics.get(sweep.rank_by)
     if failure or (result.status == "finished" and value is None):
-        error = f"{failure['ename']}: {failure['evalue']}" if failure else f"no {sweep.rank_by}"
-        trial.set_user_attr(
-            "failure", {"notebook": "-", "cell": None, **(failure or {}), "error": error}
-        )
-        study.tell(trial, state=TrialState.FAIL)
-        return "failed"
-    if result.status == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
+        failure = failure or {"notebook": "-", "cell": None, "ename": "Missing", "evalue": ""}
+        error = f"{failure['ename']}: {failure['evalue'] or sweep.rank_by}"
+        trial.set_user_attr("failure", f"{failure['notebook']} cell {failure['cell']}: {error}")
+        study.tell(trial, state=State.FAIL)
+    elif result.status == "pruned":
+        study.tell(trial, state=State.PRUNED)
     else:
         study.tell(trial, float(value))
-    return result.status
+    return "failed" if failure else result.status
 
 
 def work(sweep: Sweep, retry_failed: bool = False) -> optuna.Study:
@@ -333,56 +315,31 @@ def work(sweep: Sweep, retry_failed: bool = False) -> optuna.Study:
     while (trial := claim(study, sweep)) is not None:
         print(f"    {trial.user_attrs['run_id']}: {run_trial(study, trial, sweep)}", flush=True)
         reap(study)
-    if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    if not study.get_trials(deepcopy=False, states=(State.RUNNING, State.WAITING)):
         write_report(study, sweep)
     return study
-
-
-def _failure(failure: dict | None) -> str:
-    if not failure:
-        return ""
-    return f"{failure['notebook']} cell {failure['cell']}: {failure['error'].splitlines()[0]}"
 
 
 def comparison_table(study: optuna.Study):
     """One row per run id (its newest trial): status, parameters, metrics, failure."""
     import pandas as pd
 
+    names = {"COMPLETE": "finished", "FAIL": "failed"}
+    trials = latest(study).values()
     rows = [
-        {
-            "status": STATUS.get(t.state.name, t.state.name.lower()),
-            **t.user_attrs,
-            "failure": _failure(t.user_attrs.get("failure")),
-        }
-        for t in latest(study).values()
+        {"status": names.get(t.state.name, t.state.name.lower()), **t.user_attrs} for t in trials
     ]
-    frame = pd.json_normalize(rows, max_level=2).drop(columns=["index", "spec"], errors="ignore")
+    frame = pd.json_normalize(rows, max_level=2).drop(columns=["index"])
     frame.columns = [re.sub(r"^(parameters|metrics)\.", "", c) for c in frame.columns]
     return frame.set_index("run_id").reset_index()
 
 
 def write_report(study: optuna.Study, sweep: Sweep) -> dict[str, Path]:
     """``comparison.csv``, ``ranking.md`` (ranked by ``rank_by``) and ``comparison.png``."""
-    frame = comparison_table(study)
-    paths = {name: sweep.out / name for name in REPORT_FILES}
-    frame.to_csv(paths["comparison.csv"], index=False)
-    metric = sweep.rank_by if sweep.rank_by in frame else None
-    ranked = frame.sort_values(metric, ascending=sweep.rank_order == "min") if metric else frame
-    ranked = ranked.sort_values("status", key=lambda s: s != "finished", kind="stable")
-    columns = ["run_id", *sweep.grid, *sweep.search, metric, "wall_s", "status", "failure"]
-    table = ranked[[c for c in columns if c in ranked]]
-    table.insert(0, "rank", [i if s == "finished" else "-" for i, s in enumerate(table.status, 1)])
-    better = "lower" if sweep.rank_order == "min" else "higher"
-    note = (
-        f"Ranked by `{metric}` ({better} is better)" if metric else f"No run has `{sweep.rank_by}`"
-    )
-    live = f"optuna-dashboard {sweep.storage or sweep.out / 'study.journal'}"
-    text = (
-        f"# Sweep {sweep.name}\n\n{note}. Live view: `{live}`.\n\n{table.to_markdown(index=False)}"
-    )
-    paths["ranking.md"].write_text(text + "\n")
-    plots.sweep_comparison(frame, metric, paths["comparison.png"])
-    return paths
+    live = f"Live view: `optuna-dashboard {sweep.storage or sweep.out / 'study.journal'}`."
+    axes, lowest = [*sweep.grid, *sweep.search], sweep.rank_order == "min"
+    frame, heading = comparison_table(study), f"# Sweep {sweep.name}\n\n{live}"
+    return runs.compare(frame, sweep.out, sweep.rank_by, lowest, axes, heading)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,11 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         for process in others:
             process.terminate()
-        print(
-            "\nInterrupted: finished trials are kept; the same command continues.", file=sys.stderr
-        )
+        print("\nInterrupted: finished trials are kept; the same command continues.")
         return 130
-    failed = [t for t in latest(study).values() if t.state == TrialState.FAIL]
+    failed = [t for t in latest(study).values() if t.state == State.FAIL]
     print(f"Done: {sweep.out / 'ranking.md'}" + (f"; {len(failed)} failed" if failed else ""))
     return 1 if failed else 0
 

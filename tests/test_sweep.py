@@ -261,9 +261,8 @@ grid: {MODE: [ok, boom], SIZE: [10, 20]}
     table = sweep.comparison_table(study)
     assert table["status"].value_counts().to_dict() == {"finished": 2, "failed": 2}
     failed = study.trials[3].user_attrs
-    assert failed["run_id"] == "MODE=boom__SIZE=20" and failed["failure"]["notebook"] == "02_train"
-    assert failed["failure"]["cell"] == 4
-    assert failed["failure"]["error"] == "ValueError: boom for MODE=boom"
+    assert failed["run_id"] == "MODE=boom__SIZE=20"
+    assert failed["failure"] == "02_train cell 4: ValueError: boom for MODE=boom"
     # The record of a finished run.
     folder = tmp_path / "sw" / "MODE=ok__SIZE=20"
     assert (folder / "01_prep.ipynb").is_file() and (folder / "02_train.ipynb").is_file()
