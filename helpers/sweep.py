@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState as State
 
@@ -175,12 +176,27 @@ def validate(sweep: Sweep) -> None:
         raise SweepError("\n- ".join([head, *problems]))
 
 
+def _database(url: str, tries: int = 4) -> optuna.storages.RDBStorage:
+    """Optuna's storage in a database; workers that start together may race to create its
+    tables, so a failed first connection is tried again before it is reported."""
+    for attempt in range(tries):
+        try:
+            with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning):
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300)
+        except Exception as error:  # noqa: BLE001 - a driver, a server or a race.
+            if attempt == tries - 1 or not isinstance(error, sqlalchemy.exc.DBAPIError):
+                first = str(error).strip().splitlines()[0]
+                raise SweepError(f"storage {url}: {type(error).__name__}: {first}") from None
+            time.sleep(1 + attempt)
+
+
 def open_study(sweep: Sweep) -> optuna.Study:
     """The sweep's study, created (and its grid queued) by the first worker to come."""
     sweep.out.mkdir(parents=True, exist_ok=True)
     url = sweep.storage or str(sweep.out / "study.journal")
     if "://" in url:  # A database server: heartbeats let any worker fail a dead one's trial.
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300)
+        storage = _database(url)
     else:
         backend = optuna.storages.journal.JournalFileBackend(str(project_path(url, Path.cwd())))
         storage = optuna.storages.JournalStorage(backend)

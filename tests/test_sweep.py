@@ -366,6 +366,22 @@ def test_killed_worker_rerun_completes_only_what_is_missing(tmp_path, notebooks)
     assert record["status"] == "finished" and len(record["resumed"]) == 1
 
 
+def test_database_storage(tmp_path, notebooks):
+    """A database URL (SQLite here; PostgreSQL or MySQL across machines) holds the study;
+    a storage that cannot be opened is one clear line, not a traceback."""
+    out, url = tmp_path / "sw", f"sqlite:///{tmp_path / 'study.db'}"
+    command = [*sweep_command(out, notebooks, "SIZE=1,2"), "--storage", url]
+    done = subprocess.run(command, cwd=config.PROJ_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = optuna.load_study(study_name="sweep", storage=url)
+    assert sorted(t.user_attrs["run_id"] for t in study.trials) == ["SIZE=1", "SIZE=2"]
+    assert f"optuna-dashboard {url}" in (out / "ranking.md").read_text()
+    bad = [*sweep_command(tmp_path / "b", notebooks, "SIZE=1"), "--storage", "nosuchdb://x/y"]
+    refused = subprocess.run(bad, cwd=config.PROJ_ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "storage nosuchdb://x/y:" in refused.stderr
+
+
 def test_interrupted_worker_keeps_finished_trials(tmp_path, notebooks):
     """SIGTERM (a batch system, Ctrl-C) stops a worker cleanly: exit 130, trial queued again."""
     out = tmp_path / "sw"
