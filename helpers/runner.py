@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.config import NOTEBOOKS_DIR, RUNS_DIR, project_path, resolve_profile
+from helpers.config import NOTEBOOKS_DIR, PROJ_ROOT, RUNS_DIR, project_path, resolve_profile
 from helpers.runs import (
     RECORD_NAME,
     environment,
@@ -453,6 +454,26 @@ def _run_one(run_dir: Path, notebook: Path, profile: str, given: dict, timeout):
     return failure, seconds
 
 
+_WATCHER = """
+import sys, time
+from helpers import runner
+while runner.load_record(sys.argv[1]).get("run", {}).get("status") == "running":
+    if not runner.process_alive({"pid": sys.argv[2]}):
+        runner.run_state(sys.argv[1])
+        break
+    time.sleep(2)
+"""
+
+
+def _watch(run_dir: Path) -> None:
+    """Start a small process that marks the run "died" in ``run.json`` as soon as this one
+    vanishes while the record still says "running" (``kill -9``, out of memory); it ends
+    with the run."""
+    command = [sys.executable, "-c", _WATCHER, str(run_dir), str(os.getpid())]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.Popen(command, cwd=PROJ_ROOT, start_new_session=True, **quiet)
+
+
 def _start_record(run_dir: Path, notebooks: Sequence[Path], profile: str, given: dict, resume):
     """Mark the run as running in ``run.json`` (by this process, on this host)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -512,6 +533,7 @@ def execute_run(
     run_dir, given = Path(run_dir), dict(parameters or {})
     report = reporter or (lambda event, info: None)
     _start_record(run_dir, notebooks, profile, given, resume)
+    _watch(run_dir)
     entries = load_record(run_dir).get("notebooks", {})
     done = {k: v.get("wall_s") for k, v in entries.items() if resume and v.get("finished_ok")}
     before = previous_timings(profile, notebooks)

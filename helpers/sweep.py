@@ -201,7 +201,11 @@ def open_study(sweep: Sweep) -> optuna.Study:
         backend = optuna.storages.journal.JournalFileBackend(str(project_path(url, Path.cwd())))
         storage = optuna.storages.JournalStorage(backend)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = {"study_name": sweep.name, "storage": storage, "pruner": optuna.pruners.MedianPruner()}
+    kwargs = {
+        "study_name": sweep.name,
+        "storage": storage,
+        "pruner": optuna.pruners.MedianPruner(3),
+    }
     try:
         direction = "maximize" if sweep.rank_order == "max" else "minimize"
         study = optuna.create_study(direction=direction, **kwargs)

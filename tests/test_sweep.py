@@ -353,7 +353,7 @@ def test_killed_worker_rerun_completes_only_what_is_missing(tmp_path, notebooks)
         time.sleep(0.2)
     process.kill()
     process.wait()
-    assert read(out / "SIZE=2" / "run.json")["run"]["status"] == "running"  # As a kill leaves it.
+    assert read(out / "SIZE=2" / "run.json")["run"]["status"] in ("running", "died")
     first = {p: p.stat().st_mtime_ns for p in (out / "SIZE=1").iterdir()}
     prep = (out / "SIZE=2" / "01_prep.ipynb").stat().st_mtime_ns
     rerun = subprocess.run(command, cwd=config.PROJ_ROOT, capture_output=True, text=True)
@@ -492,8 +492,12 @@ def test_killed_run_resumes_from_its_unfinished_notebook(tmp_path, notebooks):
         time.sleep(0.2)
     process.kill()
     process.wait()
-    assert runner.run_state(target) == "died"  # Noticed, and written in the record.
+    deadline = time.time() + 15  # The run's watcher marks it within a few seconds.
+    while time.time() < deadline and read(target / "run.json")["run"]["status"] == "running":
+        time.sleep(0.5)
     assert read(target / "run.json")["run"]["status"] == "died"
+    assert "--resume" in read(target / "run.json")["run"]["error"]
+    assert runner.run_state(target) == "died"
     prep = (target / "01_prep.ipynb").stat().st_mtime_ns
     with pytest.raises(FileExistsError, match="nothing to resume"):
         record = read(target / "run.json")
