@@ -433,7 +433,12 @@ def _execute_notebook(notebook: Path, out: Path, injected: dict, timeout: float 
             raise KeyboardInterrupt from error
         return {"cell": error.exec_count, "ename": error.ename, "evalue": error_text(error.evalue)}
     except Exception as error:  # noqa: BLE001 - a dead kernel, a timeout...
-        return {"cell": None, "ename": type(error).__name__, "evalue": error_text(error)}
+        where = f"(what the kernel printed is in {out.parent / 'kernel.log'})"
+        return {
+            "cell": None,
+            "ename": type(error).__name__,
+            "evalue": f"{error_text(error)} {where}",
+        }
     return None
 
 
