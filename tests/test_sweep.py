@@ -403,6 +403,25 @@ def test_interrupted_worker_keeps_finished_trials(tmp_path, notebooks):
     assert pd.read_csv(out / "comparison.csv")["status"].tolist() == ["finished", "finished"]
 
 
+def test_failed_runs_are_kept_unless_retried(tmp_path, notebooks):
+    loaded = sweep.load_sweep(
+        None, ["MODE=ok,boom"], out=tmp_path / "sw", profile="small", notebooks_dir=notebooks
+    )
+    table = sweep.comparison_table(sweep.work(loaded))
+    assert table["status"].tolist() == ["finished", "failed"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("MODE=*/*")}
+    again = sweep.comparison_table(sweep.work(loaded))
+    assert again["status"].tolist() == ["finished", "failed"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("MODE=*/*")} == stamps
+    retried = sweep.work(loaded, retry_failed=True)
+    assert sweep.comparison_table(retried)["status"].tolist() == ["finished", "failed"]
+    assert (tmp_path / "sw" / "MODE=boom.failed-1" / "02_train.ipynb").is_file()
+    assert trials_per_run(tmp_path / "sw") == {
+        "MODE=ok": ["COMPLETE"],
+        "MODE=boom": ["FAIL", "FAIL"],
+    }
+
+
 def test_dry_run_runs_nothing(tmp_path, notebooks, capsys):
     out = tmp_path / "dry"
     code = sweep.main(
