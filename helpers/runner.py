@@ -565,17 +565,8 @@ def execute_run(
                 result.status = stop
                 break
     except KeyboardInterrupt:
-        result.wall_s = round(time.perf_counter() - start, 2)
-        record(
-            run_dir,
-            "run",
-            {
-                "status": "interrupted",
-                "timings_s": result.timings_s,
-                "interrupted_in": current.stem if current else None,
-                "wall_s": result.wall_s,
-            },
-        )
+        stopped = {"status": "interrupted", "interrupted_in": current.stem if current else None}
+        record(run_dir, "run", {**stopped, "timings_s": result.timings_s})
         write_summaries(run_dir)
         raise
     result.wall_s = round(time.perf_counter() - start, 2)
