@@ -354,3 +354,27 @@ def test_weights_file_must_exist(tmp_path):
     assert problems and problems[0].startswith(f"WEIGHTS={missing!r}: no such file")
     Path(missing).touch()
     assert preflight.check_data({"WEIGHTS": missing}) == []
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("EPOCHS", "banana"),
+        ("IMAGE_SIZE", "0"),
+        ("IMAGE_SIZE", "-32"),
+        ("DATA_DIR", "data/there-is-no-such-folder"),
+        ("BACKBONE", "ResNet50"),
+    ],
+)
+def test_the_runner_refuses_bad_parameters_before_any_notebook(tmp_path, name, value):
+    """End to end, as a batch user types it: refused in seconds, the parameter named, no
+    traceback, no run folder left behind."""
+    target = tmp_path / "run"
+    command = [sys.executable, "-m", "helpers.runner", "--profile", "small"]
+    command += ["--run-dir", str(target), "-p", name, value]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=PROJ_ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 2 and seconds < 10, (seconds, done.stderr)
+    assert f"{name}=" in done.stderr and "Traceback" not in done.stderr
+    assert "nothing ran" in done.stderr and not target.exists()
