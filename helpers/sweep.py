@@ -33,7 +33,10 @@ from helpers.config import NOTEBOOKS_DIR, RUNS_DIR, project_path, resolve_profil
 
 KEYS = "name profile notebooks notebooks_dir fixed grid search n_trials prune_after out storage"
 SPEC_KEYS = (*KEYS.split(), "rank_by", "rank_order", "cell_timeout")
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+# This machine as workers tell each other apart (two hosts may share a name), and this worker.
+_IDS = [Path(f).read_text()[:8] for f in ("/etc/machine-id",) if Path(f).is_file()]
+MACHINE = "-".join([socket.gethostname(), *_IDS])
+WORKER = f"{MACHINE}:{os.getpid()}"
 
 
 class SweepError(ValueError):
@@ -247,8 +250,8 @@ def reap(study: optuna.Study, retry_failed: bool = False) -> None:
         optuna.storages.fail_stale_trials(study)  # Database servers: dead workers on any host.
     for trial in latest(study).values():
         host, _, pid = trial.user_attrs.get("worker", "").partition(":")
-        if trial.state == State.RUNNING and host == socket.gethostname():
-            if not runner.process_alive({"host": host, "pid": pid}):
+        if trial.state == State.RUNNING and host == MACHINE:
+            if not runner.process_alive({"pid": pid}):
                 requeue(study, trial, "its worker stopped without a word")
         elif trial.state == State.FAIL and (retry_failed or "failure" not in trial.user_attrs):
             requeue(study, trial)
