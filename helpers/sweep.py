@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 import yaml
+from optuna.storages._heartbeat import get_heartbeat_thread as heartbeat
 from optuna.trial import TrialState as State
 
 from helpers import runner, runs
@@ -309,7 +310,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         where = (folder, sweep.notebooks, sweep.profile, parameters, report, sweep.cell_timeout)
-        result = runner.execute_run(*where, prune, resume=state in ("interrupted", "died"))
+        with heartbeat(trial._trial_id, study._storage):  # As Study.optimize does; databases.
+            result = runner.execute_run(*where, prune, resume=state in ("interrupted", "died"))
     except KeyboardInterrupt:
         requeue(study, study._storage.get_trial(trial._trial_id), "stopped by Ctrl-C or SIGTERM")
         raise

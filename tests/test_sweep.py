@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -376,10 +377,31 @@ def test_database_storage(tmp_path, notebooks):
     study = optuna.load_study(study_name="sweep", storage=url)
     assert sorted(t.user_attrs["run_id"] for t in study.trials) == ["SIZE=1", "SIZE=2"]
     assert f"optuna-dashboard {url}" in (out / "ranking.md").read_text()
+    with sqlite3.connect(tmp_path / "study.db") as db:  # Heartbeats: dead machines are noticed.
+        assert db.execute("select count(*) from trial_heartbeats").fetchone()[0] == 2
     bad = [*sweep_command(tmp_path / "b", notebooks, "SIZE=1"), "--storage", "nosuchdb://x/y"]
     refused = subprocess.run(bad, cwd=config.PROJ_ROOT, capture_output=True, text=True)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "storage nosuchdb://x/y:" in refused.stderr
+
+
+def test_a_dead_machine_is_noticed_by_its_heartbeats(tmp_path, notebooks):
+    """On a database, a trial whose worker (on another machine) stopped beating is failed
+    after the grace period and its run queued again."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    options = {"out": tmp_path / "sw", "notebooks_dir": notebooks, "storage": url}
+    loaded = sweep.load_sweep(None, ["SIZE=1,2"], **options)
+    study = sweep.open_study(loaded)
+    trial = sweep.claim(study, loaded)
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", "elsewhere:1")
+    study._storage.record_heartbeat(trial._trial_id)
+    sweep.reap(study)  # Beating a moment ago: left alone.
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING", "WAITING"]
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        db.execute("update trial_heartbeats set heartbeat = datetime('now', '-1 hour')")
+    sweep.reap(study)
+    states = [(t.user_attrs["run_id"], t.state.name) for t in study.get_trials()]
+    assert states == [("SIZE=1", "FAIL"), ("SIZE=2", "WAITING"), ("SIZE=1", "WAITING")]
 
 
 def test_interrupted_worker_keeps_finished_trials(tmp_path, notebooks):
