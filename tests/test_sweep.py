@@ -328,9 +328,9 @@ def sweep_command(out: Path, notebooks: Path, *sets: str) -> list[str]:
 
 
 def test_two_workers_run_each_combination_once(tmp_path, notebooks):
-    """Two processes on one storage (as two machines would be) share a grid of four."""
+    """Two processes on one storage (as two machines would be) share a grid of six."""
     out = tmp_path / "sw"
-    command = sweep_command(out, notebooks, "SIZE=1,2,3,4", "SLEEP=0.5")
+    command = sweep_command(out, notebooks, "SIZE=1,2,3,4,5,6", "SLEEP=1.0")
     workers = [
         subprocess.Popen(command, cwd=config.PROJ_ROOT, stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -338,7 +338,7 @@ def test_two_workers_run_each_combination_once(tmp_path, notebooks):
     outputs = [w.communicate(timeout=240)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = trials_per_run(out)
-    assert trials == {f"SIZE={n}": ["COMPLETE"] for n in (1, 2, 3, 4)}
+    assert trials == {f"SIZE={n}": ["COMPLETE"] for n in range(1, 7)}
     table = pd.read_csv(out / "comparison.csv")
     assert set(table["status"]) == {"finished"} and table["worker"].nunique() == 2
 
