@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from helpers.runs import banner
+
+if TYPE_CHECKING:  # Keras takes seconds to import: the registry alone does not need it.
+    import keras
 
 KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 FALLBACK_BACKBONE = "EfficientNetLite0"
@@ -56,6 +58,8 @@ class BackboneSpec:
 
     def constructor(self) -> Callable[..., keras.Model]:
         """The function that builds this backbone (Keras applications signature)."""
+        import keras
+
         if self.name == "EfficientNetLite0":
             from helpers import lite0
 
@@ -291,6 +295,8 @@ def build_classifier(
     single sigmoid unit (the probability of the second class in alphabetical order);
     more classes get a softmax.
     """
+    import keras
+
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
     if not 0 <= dropout_rate < 1:
@@ -329,6 +335,8 @@ def unfreeze(
     Returns:
         Counts of unfrozen layers and of BatchNormalization layers kept frozen.
     """
+    import keras
+
     backbone.trainable = True
     layers = backbone.layers
     start = 0
@@ -370,6 +378,7 @@ def pooled_features(backbone: keras.Model, dataset) -> tuple:
     Returns:
         ``(features, labels)`` as numpy arrays, one row per image.
     """
+    import keras
     import numpy as np
 
     features, labels = [], []
@@ -383,6 +392,8 @@ def pooled_features(backbone: keras.Model, dataset) -> tuple:
 
 def download_all(names: list[str] | None = None) -> dict[str, str]:
     """Fetch ImageNet weights (with and without top) of every Keras backbone."""
+    import keras
+
     results = {}
     for name in names or list(REGISTRY):
         spec = get_spec(name)

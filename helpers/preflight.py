@@ -4,10 +4,9 @@
 turns pydantic's errors into one sentence per parameter; :func:`check_data` runs notebook
 01's validation on ``DATA_DIR`` and checks the files and weights that parameters name;
 :func:`preflight` raises :class:`PreflightError` listing every problem. Cheap to import:
-no Keras or TensorFlow (backbone names are read from ``helpers/backbones.py``'s source).
+no Keras or TensorFlow (``helpers.backbones`` imports Keras only where a model is built).
 """
 
-import ast
 import contextlib
 import difflib
 import os
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from helpers.backbones import REGISTRY
 from helpers.config import DATA_DIR, NOTEBOOKS_DIR, project_path
 
 MIN_PER_CLASS = 10  # Notebook 01: fewer images of a class cannot fill three splits.
@@ -28,41 +28,8 @@ WEIGHTS_CHOICES = ("imagenet", "auto", "random", "none")  # Any case, as in back
 WEIGHTS_HOST = "storage.googleapis.com"  # Where Keras downloads ImageNet weights from.
 
 
-def _read_registry(source: str) -> dict[str, bool]:
-    """Backbone name -> ImageNet weights offline, from ``helpers/backbones.py``'s source:
-    ``REGISTRY`` is a dict of ``BackboneSpec(...)`` plus a comprehension over a table."""
-    values = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            values[getattr(target, "id", None)] = node.value
-
-    def offline(call: Any) -> bool:
-        flag = {k.arg: k.value for k in call.keywords}.get("pretrained_offline")
-        return flag is not None and ast.literal_eval(flag) is True
-
-    found, registry = {}, values["REGISTRY"]
-    for key, value in zip(registry.keys, registry.values, strict=True):
-        if key is not None:
-            found[ast.literal_eval(key)] = offline(value)
-        else:  # **{name: BackboneSpec(...) for name, ... in _TABLE}
-            for row in ast.literal_eval(values[value.generators[0].iter.id]):
-                found[row[0]] = offline(value.value)
-    return found
-
-
-def backbone_registry() -> dict[str, bool]:
-    """Registry name -> ImageNet weights offline (no download). Importing helpers.backbones
-    imports Keras (8 s): its source is read instead, unless it defeats the reader."""
-    try:
-        return _read_registry(Path(__file__).with_name("backbones.py").read_text("utf-8"))
-    except Exception:  # An unexpected shape of the source: ask the module itself.
-        from helpers.backbones import REGISTRY
-
-        return {name: spec.pretrained_offline for name, spec in REGISTRY.items()}
-
-
-BACKBONES = backbone_registry()
+# Registry name -> ImageNet weights offline (no download needed).
+BACKBONES = {name: spec.pretrained_offline for name, spec in REGISTRY.items()}
 BACKBONE_NAMES = tuple(BACKBONES)
 
 

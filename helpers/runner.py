@@ -293,13 +293,6 @@ class ParameterError(ValueError):
     """Parameters that do not match what the notebooks declare."""
 
 
-def validate_parameters(parameters: dict[str, Any], notebooks: Sequence[Path]) -> None:
-    """Raise ParameterError listing every problem ``check_parameters`` finds."""
-    problems = check_parameters(parameters, notebooks)
-    if problems:
-        raise ParameterError("\n".join(f"- {p}" for p in problems))
-
-
 def injectable(value: Any) -> Any:
     """``value`` as papermill can inject it: tuples as lists (papermill would quote them)."""
     if isinstance(value, (tuple, list)):
@@ -463,7 +456,7 @@ _WATCHER = """
 import sys, time
 from helpers import runner
 while runner.load_record(sys.argv[1]).get("run", {}).get("status") == "running":
-    if not runner.process_alive({"pid": sys.argv[2]}):
+    if not runner.process_alive(sys.argv[2]):
         runner.run_state(sys.argv[1])
         break
     time.sleep(2)
@@ -576,17 +569,19 @@ def execute_run(
     return result
 
 
-def process_alive(run: dict) -> bool:
-    """Whether the process a run record names still runs (another host: assumed so)."""
-    if run.get("host") not in (None, socket.gethostname()):
+def process_alive(pid: Any, host: str | None = None) -> bool:
+    """Whether process ``pid`` still runs (on another ``host``: assumed so)."""
+    if host not in (None, socket.gethostname()):
         return True
+    if not str(pid).isdigit() or int(pid) <= 0:
+        return False
     try:
-        os.kill(int(run.get("pid") or 0), 0)
-    except (ProcessLookupError, ValueError):
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return bool(run.get("pid"))
+    return True
 
 
 def run_state(run_dir: Path) -> str:
@@ -599,8 +594,8 @@ def run_state(run_dir: Path) -> str:
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return "missing"
     run = load_record(run_dir).get("run", {})
-    status = run.get("status") or "died"
-    if status == "running" and not process_alive(run):
+    status = run.get("status", "unfinished")  # A notebook run by hand records no status.
+    if status == "running" and not process_alive(run.get("pid"), run.get("host")):
         record(
             run_dir,
             "run",
@@ -636,8 +631,8 @@ def resume_run(run_dir: str | os.PathLike, reporter: Reporter | None = print_rep
 
 def check_values(values: dict[str, list], notebooks: Sequence[Path]) -> list[str]:
     """Every problem of these candidate values (name -> values) for these notebooks: names
-    and types against the parameters cells, ranges and choices against the course's
-    schema (``helpers.preflight``), and each ``DATA_DIR``'s data. Empty: all good."""
+    and types against the parameters cells, then ranges and choices against the course's
+    schema (``helpers.preflight``). Empty: all good. The data: :func:`check_data`."""
     from helpers import preflight
 
     declared = declared_parameters(notebooks)

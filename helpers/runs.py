@@ -180,16 +180,6 @@ def note_notebook(run_dir: Path, notebook: str, **data: Any) -> None:
     record(run_dir, "notebooks", notebooks)
 
 
-def record_injected(run_dir: Path, notebook: str, injected: dict) -> None:
-    """Record the parameters the runner injects into a notebook, before it runs."""
-    note_notebook(run_dir, notebook, injected=injected)
-
-
-def record_wall_time(run_dir: Path, notebook: str, seconds: float) -> None:
-    """Record a notebook's wall time as the runner measured it (kernel start included)."""
-    note_notebook(run_dir, notebook, wall_s=round(float(seconds), 2))
-
-
 def _clean_number(value: Any) -> Any:
     """NaN and infinities as None, so that ``metrics.json`` is strict JSON."""
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):

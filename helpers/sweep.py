@@ -167,7 +167,8 @@ def validate(sweep: Sweep) -> None:
     """Every name and value of the sweep checked before anything runs (all problems)."""
     values = {k: [v] for k, v in sweep.fixed.items()} | sweep.grid
     for name, space in sweep.search.items():
-        values[name] = [space.get("low"), space.get("high")] if "low" in space else list(space)
+        is_range = isinstance(space, dict)
+        values[name] = [space.get("low"), space.get("high")] if is_range else list(space)
     problems = runner.check_values(values, sweep.notebooks)
     combinations = [c["parameters"] for c in expand(sweep.grid, sweep.fixed)]
     problems += [] if problems else runner.check_data(combinations)
@@ -252,7 +253,7 @@ def reap(study: optuna.Study, retry_failed: bool = False) -> None:
     for trial in latest(study).values():
         host, _, pid = trial.user_attrs.get("worker", "").partition(":")
         if trial.state == State.RUNNING and host == MACHINE:
-            if not runner.process_alive({"pid": pid}):
+            if not runner.process_alive(pid):
                 requeue(study, trial, "its worker stopped without a word")
         elif trial.state == State.FAIL and (retry_failed or "failure" not in trial.user_attrs):
             requeue(study, trial)

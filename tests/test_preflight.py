@@ -105,8 +105,8 @@ def test_default_backbone_is_the_notebooks():
     assert defaults == {preflight.DEFAULT_BACKBONE}
 
 
-def test_backbones_read_from_the_source_match_the_registry():
-    from helpers.backbones import REGISTRY  # Keras: seconds, only in this test.
+def test_backbones_are_the_registry():
+    from helpers.backbones import REGISTRY
 
     assert preflight.BACKBONES == {n: s.pretrained_offline for n, s in REGISTRY.items()}
 

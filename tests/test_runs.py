@@ -78,8 +78,8 @@ def test_record_notebook_writes_the_extracts(tmp_path):
         {"EPOCHS": 4},
         {"val_accuracy": np.float32(0.75), "curve": {"a": float("nan")}},
     )
-    runs.record_injected(run_dir, "03_phase1", {"EPOCHS": None, "RUN_DIR": str(run_dir)})
-    runs.record_wall_time(run_dir, "03_phase1", 12.345)
+    injected = {"EPOCHS": None, "RUN_DIR": str(run_dir)}
+    runs.note_notebook(run_dir, "03_phase1", injected=injected, wall_s=12.35)  # As the runner.
     metrics = runs.write_summaries(run_dir)
     assert metrics == json.loads((run_dir / "metrics.json").read_text())
     assert metrics["03_phase1.val_accuracy"] == 0.75 and metrics["03_phase1.curve.a"] is None
