@@ -27,7 +27,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name tl-course --display-name "Python (transfer-learning course)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name tl-course --display-name "Python (transfer-learning course)" \
+		--env TF_CPP_MIN_LOG_LEVEL 3 --env GRPC_VERBOSITY ERROR
+	$(BIN)/python -m helpers.kernelspec
 	@if [ -d .git ]; then $(BIN)/pre-commit install >/dev/null && echo "pre-commit hook installed"; fi
 	@touch $@
 
@@ -42,7 +44,7 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	rm -rf runs/nbval
 	COURSE_PROFILE=small COURSE_RUN_DIR=runs/nbval $(BIN)/python -m pytest --nbval-lax \
-		--nbval-cell-timeout=900 -p no:cacheprovider notebooks
+		--nbval-cell-timeout=900 --nbval-kernel-name tl-course -p no:cacheprovider notebooks
 
 ## run: execute the whole course with papermill into a new run folder (PROFILE=full|small)
 run: $(STAMP)

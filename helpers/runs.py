@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROJ_ROOT, RUNS_DIR, project_path
+from helpers.config import NOTEBOOKS_DIR, PROJ_ROOT, RUNS_DIR, project_path
 
 RUN_DIR_ENV = "COURSE_RUN_DIR"
 RECORD_NAME = "run.json"
@@ -72,22 +72,69 @@ def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = Tru
     return path
 
 
+def parameter_names(notebook: str) -> list[str]:
+    """The names assigned in a notebook's cell tagged ``parameters``, in order."""
+    import ast
+
+    path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ValueError(f"{path} has no cell tagged `parameters`.")
+    tree = ast.parse("".join(tagged[0]["source"]))
+    return [
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    ]
+
+
+class Run:
+    """A notebook's handle on its run folder: ``run.dir``, ``run.settings`` and ``run.log``.
+
+    The parameters are read from the notebook's namespace each time it logs, so the record
+    holds every parameter of the ``parameters`` cell with the value the notebook used.
+    """
+
+    def __init__(self, notebook: str, namespace: dict):
+        from helpers.config import profile_settings
+
+        self.notebook, self.namespace = notebook, namespace
+        self.names = parameter_names(notebook)
+        self.settings = profile_settings(namespace.get("PROFILE"))
+        self.profile = self.settings["profile"]
+        self.dir = resolve_run_dir(namespace.get("RUN_DIR"))
+
+    def parameters(self) -> dict:
+        return {name: jsonable(self.namespace.get(name)) for name in self.names}
+
+    def log(self, metrics: dict | None = None, **figures: Any) -> None:
+        """Record the parameters and merge ``figures`` into ``run.json`` and ``metrics.json``."""
+        record_notebook(self.dir, self.notebook, self.parameters(), {**(metrics or {}), **figures})
+
+
+def start(notebook: str, namespace: dict) -> Run:
+    """Open the run folder of ``notebook`` (e.g. ``"03_phase1"``) and record its parameters.
+
+    Call it as ``run = runs.start("03_phase1", globals())`` in the cell after the parameters.
+    """
+    run = Run(notebook, namespace)
+    run.log()
+    return run
+
+
 def banner(lines: list[str]) -> str:
     """Lines framed by exclamation marks, for warnings a learner must not miss."""
     width = max(len(line) for line in lines) + 4
-    rule = "!" * width
     body = "\n".join(f"! {line.ljust(width - 4)} !" for line in lines)
-    return f"{rule}\n{body}\n{rule}"
+    return f"{'!' * width}\n{body}\n{'!' * width}"
 
 
 def jsonable(value: Any) -> Any:
-    """DataFrames, numpy values, paths and NaN as JSON-friendly values (NaN becomes None)."""
-    import math
-
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(value, pd.DataFrame):
+    """DataFrames, numpy values, paths and NaN as JSON values (NaN and infinities: None)."""
+    if hasattr(value, "to_numpy") and hasattr(value, "columns"):  # a DataFrame
         return {
             "index": [str(i) for i in value.index],
             "columns": [str(c) for c in value.columns],
@@ -99,30 +146,18 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, np.ndarray):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
         return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def write_json(path: Path, data: Any) -> Path:
     """Write JSON atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
+    tmp.write_text(json.dumps(jsonable(data), indent=2, ensure_ascii=False))
     tmp.replace(path)
     return path
 
@@ -180,34 +215,17 @@ def note_notebook(run_dir: Path, notebook: str, **data: Any) -> None:
     record(run_dir, "notebooks", notebooks)
 
 
-def _clean_number(value: Any) -> Any:
-    """NaN and infinities as None, so that ``metrics.json`` is strict JSON."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            value = value.tolist() if hasattr(value, "tolist") else str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested dictionaries as one level: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``.
-
-    Lists stay values; NaN and infinities become None.
-    """
+    """Nested dictionaries as one level: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     if not isinstance(data, dict):
-        return {prefix: _clean_number(data)} if prefix else {}
+        return {prefix: jsonable(data)} if prefix else {}
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)
         if isinstance(value, dict) and value:
             flat.update(flatten(value, name, sep))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = [_clean_number(v) for v in value]
         else:
-            flat[name] = _clean_number(value)
+            flat[name] = jsonable(value)
     return flat
 
 
@@ -216,11 +234,11 @@ def _final_val_accuracy(run_dir: Path, notebooks: dict) -> float | None:
     present, else the ``val_accuracy`` of the last notebook that reports one."""
     final = read_json(Path(run_dir) / FINAL_MODEL_NAME, default={}) or {}
     if isinstance(final, dict) and final.get("val_accuracy") is not None:
-        return _clean_number(final["val_accuracy"])
+        return jsonable(final["val_accuracy"])
     for name in sorted(notebooks, reverse=True):
         value = (notebooks[name].get("metrics") or {}).get("val_accuracy")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _clean_number(value)
+            return jsonable(value)
     return None
 
 
@@ -333,23 +351,17 @@ def compare(frame, out: Path, rank_by: str, lowest: bool, axes: list, heading: s
 
 
 def git_commit() -> str | None:
-    try:
+    """The project's short commit, with ``+dirty`` when tracked files changed."""
+
+    def git(*args: str) -> str:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJ_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+            ["git", *args], cwd=PROJ_ROOT, capture_output=True, text=True, timeout=5, check=True
         )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJ_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
+        return out.stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -361,7 +373,7 @@ def environment() -> dict:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            versions[name] = None  # not installed
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

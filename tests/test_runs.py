@@ -152,3 +152,29 @@ def test_values_the_help_names():
 
 def test_injectable_values():
     assert runner.injectable((0.8, (1, 2), {"a": (3,)})) == [0.8, [1, 2], {"a": [3]}]
+
+
+def test_start_records_every_parameter_with_the_value_used(tmp_path):
+    from helpers.config import NOTEBOOKS_DIR
+
+    names = runs.parameter_names("03_phase1")
+    assert {"RUN_DIR", "PROFILE", "EPOCHS", "SEED"} <= set(names)
+    namespace = {name: None for name in names} | {"RUN_DIR": str(tmp_path), "PROFILE": "small"}
+    run = runs.start("03_phase1", namespace)
+    assert run.dir == tmp_path and run.settings["profile"] == "small"
+    namespace["EPOCHS"] = 4  # resolved by the notebook after start()
+    run.log(val_accuracy=0.75)
+    entry = runs.load_record(tmp_path)["notebooks"]["03_phase1"]
+    assert list(entry["parameters"]) == names and entry["parameters"]["EPOCHS"] == 4
+    assert runs.read_json(tmp_path / "metrics.json")["03_phase1.val_accuracy"] == 0.75
+    assert (NOTEBOOKS_DIR / "03_phase1.ipynb").exists()
+
+
+def test_parameter_names_needs_a_tagged_cell(tmp_path, monkeypatch):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("A = 1")])
+    nbformat.write(nb, tmp_path / "99_x.ipynb")
+    monkeypatch.setattr(runs, "NOTEBOOKS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="tagged `parameters`"):
+        runs.parameter_names("99_x")
