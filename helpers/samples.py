@@ -1,4 +1,4 @@
-"""Small sample files for lessons and tests: a folder of the problem files users really have."""
+"""Sample folders for lessons and tests: the problem files users really have."""
 
 from __future__ import annotations
 
@@ -6,56 +6,50 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+# Name -> (PIL mode, format, what is special about it).
+_CONVERTED = {
+    "photo.webp": ("RGB", "WEBP", "WEBP (skipped silently by Keras)"),
+    "logo.png": ("RGBA", "PNG", "RGBA PNG (alpha dropped silently by Keras)"),
+    "print.jpg": ("CMYK", "JPEG", "CMYK JPEG"),
+    "scan.png": ("I;16", "PNG", "16-bit grayscale PNG"),
+    "gray.png": ("L", "PNG", "8-bit grayscale PNG"),
+}
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def write_problem_files(folder: Path, image: np.ndarray, label: str = "real") -> dict[str, str]:
-    """Write one file of each troublesome kind into ``folder/label/``.
-
-    Args:
-        folder: a new folder (created); nothing outside it is touched.
-        image: an RGB uint8 image the files are made from.
-        label: the class subfolder to write into.
-
-    Returns:
-        File name -> what is special about it.
-    """
+    """Write one file of each troublesome kind, made from ``image`` (RGB uint8), in
+    ``folder/label/``; nothing outside it is touched. Returns file name -> what it is."""
     target = Path(folder) / label
     target.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image)
-    jpeg = io.BytesIO()
-    pil.save(jpeg, "JPEG", quality=90)
-    data = jpeg.getvalue()
-    kinds = {}
-
-    def put(name: str, payload: bytes, what: str) -> None:
-        (target / name).write_bytes(payload)
-        kinds[name] = what
-
-    put("good.jpg", data, "a valid JPEG")
-    put("truncated.jpg", data[: len(data) // 2], "a JPEG cut in half (interrupted copy)")
-    put("empty.jpg", b"", "a zero-byte file")
-    put("notes.jpg", b"This is a text file with a .jpg name.\n", "text named .jpg")
-    for name, mode, fmt, what in [
-        ("photo.webp", "RGB", "WEBP", "WEBP (skipped silently by Keras)"),
-        ("logo.png", "RGBA", "PNG", "RGBA PNG (alpha dropped silently by Keras)"),
-        ("print.jpg", "CMYK", "JPEG", "CMYK JPEG"),
-        ("scan.png", "I;16", "PNG", "16-bit grayscale PNG"),
-        ("gray.png", "L", "PNG", "8-bit grayscale PNG"),
-    ]:
-        buffer = io.BytesIO()
-        if mode == "I;16":
-            gray = np.asarray(pil.convert("L"), dtype=np.uint16) * 257
-            Image.fromarray(gray).save(buffer, fmt)
-        else:
-            pil.convert(mode).save(buffer, fmt)
-        put(name, buffer.getvalue(), what)
-    rotated = io.BytesIO()
+    jpeg = _encode(pil, "JPEG", quality=90)
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: the camera was held rotated by 90 degrees.
-    pil.save(rotated, "JPEG", quality=90, exif=exif)
-    put("rotated.jpg", rotated.getvalue(), "JPEG with an EXIF orientation tag (ignored by Keras)")
-    return kinds
+    files = {
+        "good.jpg": (jpeg, "a valid JPEG"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "a JPEG cut in half (interrupted copy)"),
+        "empty.jpg": (b"", "a zero-byte file"),
+        "notes.jpg": (b"This is a text file with a .jpg name.\n", "text named .jpg"),
+        "rotated.jpg": (
+            _encode(pil, "JPEG", quality=90, exif=exif),
+            "JPEG with an EXIF orientation tag (ignored by Keras)",
+        ),
+    }
+    for name, (mode, fmt, what) in _CONVERTED.items():
+        gray16 = Image.fromarray(np.asarray(pil.convert("L"), dtype=np.uint16) * 257)
+        files[name] = (_encode(gray16 if mode == "I;16" else pil.convert(mode), fmt), what)
+    for name, (data, _) in files.items():
+        (target / name).write_bytes(data)
+    return {name: what for name, (_, what) in files.items()}
 
 
 def make_user_style_dataset(
@@ -64,9 +58,9 @@ def make_user_style_dataset(
     """A three-class dataset laid out the way users' folders really are, from a demo dataset.
 
     Classes ``real``, ``print`` and ``screen`` come from the demo's attack types; the files
-    are spread over nested folders, re-encoded in mixed formats (JPEG with upper-case
-    extensions, PNG, WEBP) and joined by a few unusable files (truncated, text named
-    ``.jpg``, empty) and system files, so that the course's checks have work to do.
+    are spread over nested folders in mixed formats (JPEG with upper-case extensions, PNG,
+    WEBP) and joined by a few unusable files (truncated, text named ``.jpg``) and a system
+    file, so that the course's checks have work to do.
 
     Args:
         demo_dir: a folder written by ``helpers.demo_data.generate`` (with metadata.csv).
@@ -76,26 +70,22 @@ def make_user_style_dataset(
     Returns:
         Files written per class folder (bad files included).
     """
-    import pandas as pd
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder.")
     meta = pd.read_csv(Path(demo_dir) / "metadata.csv")
-    meta["cls"] = meta["attack_type"].replace({"none": "real"})
-    written: dict[str, int] = {}
     formats = [("JPEG", ".JPG"), ("PNG", ".png"), ("WEBP", ".webp"), ("JPEG", ".jpeg")]
-    for cls, rows in meta.groupby("cls"):
-        rows = rows.head(per_class) if per_class else rows
-        for i, row in enumerate(rows.itertuples()):
+    written = {}
+    for cls, rows in meta.groupby(meta["attack_type"].replace({"none": "real"})):
+        for i, path in enumerate(rows["path"][:per_class]):
             fmt, ext = formats[i % len(formats)]
             folder = out_dir / cls / f"session_{i % 3}" / ("day_b" if i % 2 else "day_a")
             folder.mkdir(parents=True, exist_ok=True)
-            with Image.open(Path(demo_dir) / row.path) as im:
+            with Image.open(Path(demo_dir) / path) as im:
                 im.convert("RGB").save(folder / f"IMG_{i:04d}{ext}", fmt)
         target = out_dir / cls
         (target / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-        data = (next(target.rglob("*.JPG"))).read_bytes()
+        data = next(target.rglob("*.JPG")).read_bytes()
         (target / "broken_copy.jpg").write_bytes(data[: len(data) // 3])
         (target / "readme.jpg").write_text("not a picture\n")
         written[cls] = sum(1 for f in target.rglob("*") if f.is_file())

@@ -1,16 +1,20 @@
-"""ISO/IEC 30107-3 style metrics, the threshold policy, the production view and Grad-CAM."""
+"""ISO/IEC 30107-3 style metrics, the threshold policy, the production view, and the
+Grad-CAM code of notebook 07 (run from the notebook's own cells)."""
 
 from __future__ import annotations
 
 import math
 
 import keras
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from helpers import antispoofing as pad
 from helpers import backbones
+from helpers.config import NOTEBOOKS_DIR
 
 CLASSES = ["fake", "real"]
 
@@ -42,35 +46,6 @@ def test_is_attack_reads_names_indices_and_one_hot():
 
 
 # ---------------------------------------------------------------------------------------
-# Rates with uncertainty
-# ---------------------------------------------------------------------------------------
-
-
-def test_clopper_pearson_and_rule_of_three():
-    zero = pad.rate_with_ci(0, 30)
-    assert zero["rate"] == 0 and zero["n"] == 30 and zero["ci_low"] == 0
-    assert zero["rule_of_three"] == pytest.approx(0.1)
-    # With no errors the upper bound is 1 - (alpha / 2) ** (1 / n).
-    assert zero["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 30))
-    assert zero["ci_high"] == pytest.approx(0.116, abs=5e-4)
-    assert "rule of three" in zero["note"]
-    some = pad.rate_with_ci(2, 10)
-    assert some["rate"] == 0.2 and math.isnan(some["rule_of_three"])
-    # Reference values of the exact binomial interval for 2/10.
-    assert some["ci_low"] == pytest.approx(0.0252, abs=1e-4)
-    assert some["ci_high"] == pytest.approx(0.5561, abs=1e-4)
-    assert pad.rate_with_ci(5, 5)["ci_high"] == 1.0
-
-
-def test_rate_without_samples_is_nan_with_a_note():
-    empty = pad.rate_with_ci(0, 0)
-    assert math.isnan(empty["rate"]) and math.isnan(empty["ci_high"])
-    assert "no samples" in empty["note"]
-    with pytest.raises(ValueError, match="errors <= n"):
-        pad.rate_with_ci(3, 2)
-
-
-# ---------------------------------------------------------------------------------------
 # Metrics at a threshold
 # ---------------------------------------------------------------------------------------
 
@@ -96,12 +71,11 @@ def test_apcer_per_type_max_bpcer_and_acer():
     assert result["apcer_max"]["type"] == "print"
     assert result["bpcer"]["rate"] == pytest.approx(0.2) and result["bpcer"]["n"] == 20
     assert result["acer"] == pytest.approx((0.6 + 0.2) / 2)
-    confusion = result["confusion"]
+    confusion = result["confusion_by_type"]
     assert confusion.loc["bona fide", "bona fide"] == 16
     assert confusion.loc["bona fide", "attack"] == 4
-    assert confusion.loc["attack", "bona fide"] == 5
-    assert confusion.loc["attack", "attack"] == 10
-    assert result["confusion_by_type"].loc["attack: print", "bona fide"] == 3
+    assert confusion.iloc[1:].sum().to_dict() == {"bona fide": 5, "attack": 10}
+    assert confusion.loc["attack: print", "bona fide"] == 3
     rates = result["rates"]
     assert rates.loc["APCER print", "n"] == 5 and rates.loc["BPCER", "errors"] == 4
     assert {"ci_low", "ci_high"} <= set(rates.columns)
@@ -177,7 +151,7 @@ def test_threshold_is_fitted_on_validation_and_saved(tmp_path):
     assert pad.load_threshold(tmp_path)["threshold"] == pytest.approx(info["threshold"])
     result = pad.evaluate_pad(scores, attack, None, pad.load_threshold(tmp_path))
     assert result["fitted_on"] == "val"
-    with pytest.raises(FileNotFoundError, match="choose_threshold"):
+    with pytest.raises(FileNotFoundError, match="notebook 06"):
         pad.load_threshold(tmp_path / "elsewhere")
 
 
@@ -208,8 +182,6 @@ def test_pad_table_has_one_row_per_model():
     assert table.loc["keras", "N attack"] == 15
     text = pad.pad_table(results, style="text")
     assert text.loc["keras", "APCER screen"].startswith("20.0 % (2/10, 95 % CI")
-    long = pad.rates_long(results)
-    assert set(long["model"]) == {"keras", "litert int8"}
     with pytest.warns(UserWarning, match="different thresholds"):
         pad.pad_table({"a": results["keras"], "b": pad.evaluate_pad(scores, attack, types, 0.4)})
 
@@ -237,20 +209,14 @@ def test_production_view_arithmetic():
     assert other["false alarms per 1000 presentations"] == pytest.approx(47.5)
 
 
-def test_resampling_and_reweighting_reproduce_the_production_view():
+def test_resampling_reproduces_the_production_view():
     rng = np.random.default_rng(1)
     scores = np.concatenate([rng.uniform(0, 0.6, 400), rng.uniform(0.4, 1, 400)])
     attack = np.array([True] * 400 + [False] * 400)
     apcer, bpcer = pad.apcer_bpcer(scores, attack, 0.5)
     expected = pad.production_view(apcer, bpcer, 0.05).iloc[1]
-    weighted = pad.empirical_view(scores, attack, 0.5, weights=pad.ratio_weights(attack, 0.05))
-    assert weighted.iloc[0]["attack share"] == pytest.approx(0.05)
-    assert weighted.iloc[0]["precision of an attack alarm"] == pytest.approx(
-        expected["precision of an attack alarm"]
-    )
-    s, a, index = pad.resample_to_ratio(scores, attack, 0.05, seed=0, n=20_000)
-    assert a.mean() == pytest.approx(0.05) and np.array_equal(s, scores[index])
-    measured = pad.empirical_view(s, a, 0.5).iloc[0]
+    measured = pad.empirical_view(scores, attack, 0.5, attack_share=0.05, size=20_000).iloc[0]
+    assert measured["attack share"] == pytest.approx(0.05)
     assert measured["precision of an attack alarm"] == pytest.approx(
         expected["precision of an attack alarm"], abs=0.05
     )
@@ -264,72 +230,93 @@ def test_per_group_rates_show_where_errors_concentrate():
     assert table.loc["phone", "apcer"] == 1.0 and table.loc["tablet", "apcer"] == 0.0
     assert table.loc["tablet", "bpcer"] == 1.0 and table.loc["phone", "bpcer"] == 0.0
     assert math.isnan(table.loc["webcam", "apcer"])
-    assert "no attacks" in table.loc["webcam", "note"]
+    assert table.loc["webcam", "APCER"].startswith("n/a (no samples")
+    assert table.loc["phone", "BPCER"].startswith("0.0 % (0/2, 95 % CI")
     assert table.loc["all", "n_attack"] == 3
 
 
 # ---------------------------------------------------------------------------------------
-# Grad-CAM
+# Grad-CAM, as notebook 07 writes it
 # ---------------------------------------------------------------------------------------
 
 
-def _left_half_classifier(size: int = 16) -> keras.Model:
-    """A classifier whose output depends on the left half of the image only."""
+@pytest.fixture(scope="module")
+def notebook():
+    """The functions of notebook 07's Grad-CAM cell, defined as the notebook defines them."""
+    cells = nbformat.read(NOTEBOOKS_DIR / "07_antispoofing_evaluation.ipynb", as_version=4).cells
+    source = next(c.source for c in cells if "def grad_cam(" in c.source)
+    namespace = {"keras": keras, "np": np, "tf": tf}
+    exec(source, namespace)
+    return namespace
+
+
+def _classifier(base_model: keras.Model) -> keras.Model:
+    """The course's classifier, as notebook 03 builds it."""
+    inputs = keras.Input(base_model.input_shape[1:])
+    x = base_model(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="head")(x))
+
+
+def _cam(notebook, model, images, target):
+    base_model = model.layers[1]
+    grad_model = notebook["gradcam_model"](base_model, model.layers[2:])
+    return notebook["grad_cam"](grad_model, images, target)
+
+
+def test_grad_cam_highlights_the_region_that_drives_the_output(notebook):
+    size = 16
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Cropping2D(((0, 0), (0, size // 2)))(inputs)
-    x = keras.layers.ZeroPadding2D(((0, 0), (0, size // 2)))(x)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", use_bias=False, name="conv")(x)
-    backbone = keras.Model(inputs, x, name="toy_backbone")
-    model = backbones.build_classifier(backbone, 2)
-    conv = backbone.get_layer("conv")
+    x = keras.layers.Cropping2D(((0, 0), (0, size // 2)))(inputs)  # Only the left half...
+    x = keras.layers.ZeroPadding2D(((0, 0), (0, size // 2)))(x)  # ...reaches the conv.
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", use_bias=False)(x)
+    model = _classifier(keras.Model(inputs, x, name="toy_backbone"))
+    conv = model.layers[1].layers[-1]
     conv.set_weights([np.full(conv.kernel.shape, 0.05, dtype="float32")])
     head = model.get_layer("head")
     head.set_weights([np.ones(head.kernel.shape, "float32"), np.zeros(1, "float32")])
-    return model
-
-
-def test_grad_cam_highlights_the_region_that_drives_the_output():
-    model = _left_half_classifier()
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (3, 16, 16, 3)).astype("float32")
-    maps = pad.grad_cam(model, images, target="real")
-    assert maps.shape == (3, 16, 16)
+    images = np.random.default_rng(0).uniform(0, 255, (3, size, size, 3)).astype("float32")
+    maps = _cam(notebook, model, images, target=1)
+    assert maps.shape == (3, size, size)
     assert maps.min() >= 0 and maps.max() <= 1 and maps.max() == pytest.approx(1)
-    left, right = maps[:, :, :8].sum(), maps[:, :, 8:].sum()
+    left, right = maps[:, :, : size // 2].sum(), maps[:, :, size // 2 :].sum()
     assert left > 4 * right
     # Nothing speaks for "fake" here: the head only has positive weights.
-    assert np.all(pad.grad_cam(model, images, target="fake") == 0)
+    assert np.all(_cam(notebook, model, images, target=0) == 0)
 
 
-def test_default_layer_of_the_course_backbones():
-    lite0, _ = backbones.build_backbone("EfficientNetLite0", "imagenet", (64, 64, 3), False)
-    assert pad.default_gradcam_layer(backbones.build_classifier(lite0, 2)) == "top_activation"
-    small, _ = backbones.build_backbone("MobileNetV3Small", None, (64, 64, 3), False)
-    name = pad.default_gradcam_layer(backbones.build_classifier(small, 2))
-    layer = small.get_layer(name)
-    assert isinstance(layer, keras.layers.Activation) and layer.output.shape[-1] == 576
-
-
-def test_grad_cam_on_lite0_has_the_input_size_and_depends_on_the_input():
+def test_grad_cam_on_lite0_has_the_input_size_and_depends_on_the_input(notebook):
     keras.utils.set_random_seed(0)
-    backbone, _ = backbones.build_backbone("EfficientNetLite0", "imagenet", (96, 96, 3), False)
-    model = backbones.build_classifier(backbone, 2)
+    base_model, _ = backbones.build_backbone("EfficientNetLite0", "imagenet", (96, 96, 3), False)
+    assert base_model.layers[-1].name == "top_activation"  # Its output: the last feature map.
+    model = _classifier(base_model)
     rng = np.random.default_rng(0)
     first = rng.uniform(0, 255, (96, 96, 3)).astype("float32")
     second = np.zeros_like(first)
     second[:, :48] = 255.0
     images = np.stack([first, second])
-    maps = pad.grad_cam(model, images)
+    grad_model = notebook["gradcam_model"](base_model, model.layers[2:])
+    feature_map, logits = grad_model(images)
+    assert feature_map.shape == (2, 3, 3, 1280)
+    # The rebuilt forward pass is the classifier's: the sigmoid of its logit is the output.
+    assert np.allclose(tf.sigmoid(logits), model(images), atol=1e-5)
+    maps = notebook["grad_cam"](grad_model, images, 1)
     assert maps.shape == (2, 96, 96) and maps.dtype == np.float32
     assert maps.min() >= 0 and maps.max() <= 1
     assert not np.allclose(maps[0], maps[1], atol=1e-3)
-    single = pad.grad_cam(model, first, layer_name="top_activation")
+    single = notebook["grad_cam"](grad_model, first[None], 1)
     assert np.allclose(single[0], maps[0], atol=1e-5)
-    with pytest.raises(ValueError, match="not a layer of the backbone"):
-        pad.grad_cam(model, first, layer_name="nope")
-    blended = pad.overlay(first, maps[0], alpha=0.4)
-    assert blended.shape == (96, 96, 3) and blended.dtype == np.uint8
-    assert np.array_equal(pad.overlay(first, maps[0], alpha=0.0), np.rint(first).astype("uint8"))
+
+
+def test_overlay_blends_the_heatmap_over_the_image():
+    image = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype("float32")
+    heat = np.random.default_rng(1).uniform(0, 1, (8, 8))
+    blended = pad.overlay(image, heat, alpha=0.4)
+    assert blended.shape == (8, 8, 3) and blended.dtype == np.uint8
+    assert np.array_equal(pad.overlay(image, heat, alpha=0.0), np.rint(image).astype("uint8"))
+    with pytest.raises(ValueError, match="heatmap"):
+        pad.overlay(image, heat[:4])
 
 
 def test_plots_draw(tmp_path):
@@ -345,7 +332,8 @@ def test_plots_draw(tmp_path):
     assert len(fig.axes) == 2
     result = pad.evaluate_pad(scores, attack, types, 0.5)
     plots.rates_with_ci(result["rates"], "rates")
-    plots.rates_with_ci(pad.rates_long({"a": result, "b": result}), "rates")
+    both = pd.concat([result["rates"].reset_index().assign(model=m) for m in ("a", "b")])
+    plots.rates_with_ci(both, "rates")
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3))
     plots.gradcam_grid(images, np.random.default_rng(1).uniform(0, 1, (2, 8, 8)), ["a", "b"], "g")
     plt.close("all")

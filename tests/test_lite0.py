@@ -360,8 +360,3 @@ def test_decode_top_k() -> None:
     assert top[1][1][0] == 0  # Ties keep the lower index first.
     with pytest.raises(ValueError):
         lite0.decode_top_k(np.zeros((1, 10)))
-
-
-def test_why_lite_is_explained() -> None:
-    for word in ("squeeze-and-excitation", "ReLU6", "stem", "head", "quantization"):
-        assert word in lite0.WHY_LITE

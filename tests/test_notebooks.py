@@ -8,7 +8,7 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.runner import course_notebooks
+from helpers.batch.runner import course_notebooks
 
 NOTEBOOKS = course_notebooks()
 PARAM_LINE = re.compile(r"^[A-Z][A-Z0-9_]* = .+  # \S.*$")

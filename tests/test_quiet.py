@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import papermill
 
-from helpers.quiet import QUIET_ENV, quiet_kernel_options
+from helpers.batch.quiet import QUIET_ENV, quiet_kernel_options
 
 # The kernel stays 0.3 s in the handler of a kernel_info request after replying: papermill's
 # shutdown comes right after its last kernel_info reply, so a SIGINT sent on shutdown would

@@ -15,7 +15,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from helpers import config, runner, sweep
+from helpers import config
+from helpers.batch import runner, sweep
 from helpers.runs import flatten
 
 PREP_PARAMETERS = """\
@@ -170,7 +171,7 @@ rank_by: 02_train.val_accuracy
     # A YAML syntax error: the file, line and column, in one line, no traceback.
     broken = write_grid(tmp_path / "broken.yaml", "grid:\n  SIZE: [96, 128\nfixed: {}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "helpers.sweep", str(broken), "--notebooks-dir", str(notebooks)],
+        [sys.executable, "-m", "helpers.batch.sweep", str(broken), "--notebooks-dir", str(notebooks)],
         cwd=config.PROJ_ROOT,
         capture_output=True,
         text=True,
@@ -322,7 +323,7 @@ grid: {MODE: [ok, boom], SIZE: [10, 20]}
 
 
 def sweep_command(out: Path, notebooks: Path, *sets: str) -> list[str]:
-    command = [sys.executable, "-m", "helpers.sweep", "--profile", "small"]
+    command = [sys.executable, "-m", "helpers.batch.sweep", "--profile", "small"]
     command += ["--notebooks-dir", str(notebooks), "--out", str(out)]
     return command + [f"--set={s}" for s in sets]
 
@@ -525,7 +526,7 @@ def test_runner_command_line(tmp_path, notebooks, capsys):
 
 def test_killed_run_resumes_from_its_unfinished_notebook(tmp_path, notebooks):
     target = tmp_path / "run"
-    command = [sys.executable, "-m", "helpers.runner", "--profile", "small", "--run-dir"]
+    command = [sys.executable, "-m", "helpers.batch.runner", "--profile", "small", "--run-dir"]
     command += [str(target), "--notebooks-dir", str(notebooks), "-p", "SLEEP", "30.0"]
     process = subprocess.Popen(command, cwd=config.PROJ_ROOT, stdout=subprocess.DEVNULL)
     deadline = time.time() + 60

@@ -1,19 +1,11 @@
 """Quiet kernels for headless runs: ``papermill.execute_notebook(..., **quiet_kernel_options())``.
 
-What a papermill kernel prints on the console, and what removes it at its cause:
-
-- "Kernel is running over TCP without encryption" (ipykernel 7.4, once per kernel): the
-  kernel manager provisions CurveZMQ keys (``transport_encryption="auto"``).
-- "KeyboardInterrupt caught in kernel." (now and then): ``shutdown_kernel`` signals SIGINT
-  before asking the kernel to stop, and papermill shuts down right after the kernel's last
-  reply, while it may still be in that request's handler. Its kernels are idle then, so
-  no SIGINT is sent while shutting down.
-- "failed call to cuInit" (no GPU): TensorFlow logs it as an error, which the notebooks'
-  ``TF_CPP_MIN_LOG_LEVEL=2`` lets through; kernels start with 3 unless the caller set it.
-- absl's start-up lines (oneDNN, CUDA stub) come while TensorFlow's libraries load, before
-  any log level applies. With ``log_file``, the kernel's own stdout and stderr go to that
-  file, and output below Python (these lines, LiteRT's notices) no longer enters the
-  notebooks; a crash message is then in that file.
+Each console message is removed at its cause: "Kernel is running over TCP without
+encryption" by CurveZMQ transport keys; "KeyboardInterrupt caught in kernel." by sending no
+SIGINT while shutting down (papermill shuts down right after the kernel's last reply, while
+it may still be in that request's handler); "failed call to cuInit" by starting kernels with
+``TF_CPP_MIN_LOG_LEVEL=3`` unless the caller set it. With a log file, what the kernel writes
+below Python (absl start-up lines, LiteRT notices, a crash message) goes to that file.
 """
 
 from __future__ import annotations
@@ -23,6 +15,7 @@ import os
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Unicode, default
+from traitlets.config import Config
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -51,9 +44,5 @@ class QuietKernelManager(AsyncKernelManager):
 
 def quiet_kernel_options(log_file: str | os.PathLike | None = None) -> dict:
     """Keyword arguments of ``papermill.execute_notebook`` for a quiet kernel."""
-    options: dict = {"kernel_manager_class": QuietKernelManager}
-    if log_file:
-        from traitlets.config import Config
-
-        options["config"] = Config({"QuietKernelManager": {"log_file": str(log_file)}})
-    return options
+    config = Config({"QuietKernelManager": {"log_file": str(log_file or "")}})
+    return {"kernel_manager_class": QuietKernelManager, "config": config}

@@ -1,8 +1,9 @@
 """Parameter sweeps on Optuna: each trial is one course run, in its own run folder.
 
-A grid file (``sweeps/example.yaml``) has ``grid:`` (each combination runs once) or
-``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``, ``prune_after:``), with
-``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:`` (see the README).
+``python -m helpers.batch.sweep GRID.yaml [--set NAME=v1,v2] [--workers N] [--dry-run]
+[--report] [--retry-failed] [--storage URL]``. A grid file has ``grid:`` (each combination
+runs once) or ``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``,
+``prune_after:``), with ``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:``.
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ import yaml
 from optuna.storages._heartbeat import get_heartbeat_thread as heartbeat
 from optuna.trial import TrialState as State
 
-from helpers import runner, runs
+from helpers import runs
+from helpers.batch import preflight, runner
 from helpers.config import NOTEBOOKS_DIR, RUNS_DIR, project_path, resolve_profile
 
 KEYS = "name profile notebooks notebooks_dir fixed grid search n_trials prune_after out storage"
 SPEC_KEYS = (*KEYS.split(), "rank_by", "rank_order", "cell_timeout")
+DATA_KEYS = ("DATA_DIR", "METADATA_CSV", "WEIGHTS", "BACKBONE")  # What check_data reads.
 # This machine as workers tell each other apart (two hosts may share a name), and this worker.
 _IDS = [Path(f).read_text()[:8] for f in ("/etc/machine-id",) if Path(f).is_file()]
 MACHINE = "-".join([socket.gethostname(), *_IDS])
 WORKER = f"{MACHINE}:{os.getpid()}"
+_STATUS = {State.COMPLETE: "finished", State.FAIL: "failed"}
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 class SweepError(ValueError):
@@ -112,31 +117,25 @@ class Sweep:
         same = [self.grid, self.fixed, self.search, self.profile, [p.stem for p in self.notebooks]]
         return json.loads(json.dumps(same, default=str))
 
+    def total(self) -> int:
+        return self.n_trials or len(expand(self.grid, self.fixed))
+
 
 def _read_grid(path: str | os.PathLike) -> dict[str, Any]:
-    source = project_path(path, Path.cwd())
-    if not source.is_file():
+    if not (source := project_path(path, Path.cwd())).is_file():
         raise SweepError(f"Grid file {source} does not exist.")
-    spec = _yaml(source.read_text(), str(source)) or {}
-    if not isinstance(spec, dict):
+    if not isinstance(spec := _yaml(source.read_text(), str(source)) or {}, dict):
         raise SweepError(f"{source}: expected keys such as grid: and fixed:")
     for key in [k for k in spec if k not in SPEC_KEYS]:
         close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = "".join(f" (did you mean {c!r}?)" for c in close)
         raise SweepError(f"{source}: unknown key {key!r}{hint}; known: {', '.join(SPEC_KEYS)}")
     return {"name": source.stem, **spec}
 
 
-def load_sweep(path=None, sets=(), out=None, profile=None, notebooks=None, **options) -> Sweep:
-    """A sweep from a grid file (optional) and command-line overrides (which win).
-
-    ``sets`` are ``NAME=v1,v2`` texts: a grid axis gets the values; another name becomes
-    fixed with one value, a new axis with several. ``options``: other keys of a grid file.
-    """
-    spec = _read_grid(path) if path is not None else {}
-    spec.update({k: v for k, v in options.items() if v is not None})
-    grid = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("grid") or {}).items()}
-    fixed = dict(spec.get("fixed") or {})
+def _apply_sets(grid: dict, fixed: dict, sets) -> None:
+    """``NAME=v1,v2`` texts: a grid axis gets the values; another name becomes fixed with
+    one value, a new axis with several."""
     for text in sets:
         name, _, values = text.partition("=")
         values = _yaml(f"[{values}]", f"--set {text}") if values.strip() else []
@@ -149,9 +148,18 @@ def load_sweep(path=None, sets=(), out=None, profile=None, notebooks=None, **opt
             fixed[name] = values[0]
     problems = [f"{k} is both in grid: and in fixed:" for k in grid if k in fixed]
     repeated = [(k, x) for k, v in grid.items() for i, x in enumerate(v) if x in v[:i]]
-    problems += [f"grid: {k} lists {x!r} more than once" for k, x in repeated]
-    if problems:
+    if problems := problems + [f"grid: {k} lists {x!r} more than once" for k, x in repeated]:
         raise SweepError("\n".join(f"- {p}" for p in problems))
+
+
+def load_sweep(path=None, sets=(), out=None, profile=None, notebooks=None, **options) -> Sweep:
+    """A sweep from a grid file (optional) and command-line overrides (which win): ``sets``
+    (``NAME=v1,v2`` texts) and ``options`` (other keys of a grid file)."""
+    spec = _read_grid(path) if path is not None else {}
+    spec.update({k: v for k, v in options.items() if v is not None})
+    grid = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("grid") or {}).items()}
+    fixed = dict(spec.get("fixed") or {})
+    _apply_sets(grid, fixed, sets)
     chosen = notebooks or spec.pop("notebooks", None)
     if isinstance(chosen, list):  # YAML reads 01 as the number 1.
         chosen = [f"{i:02d}" if isinstance(i, int) else str(i) for i in chosen]
@@ -164,14 +172,19 @@ def load_sweep(path=None, sets=(), out=None, profile=None, notebooks=None, **opt
 
 
 def validate(sweep: Sweep) -> None:
-    """Every name and value of the sweep checked before anything runs (all problems)."""
+    """Every name and value of the sweep checked before anything runs (all problems): as a
+    single run's (``preflight``), each value of an axis, then the data of each combination."""
     values = {k: [v] for k, v in sweep.fixed.items()} | sweep.grid
     for name, space in sweep.search.items():
-        is_range = isinstance(space, dict)
-        values[name] = [space.get("low"), space.get("high")] if is_range else list(space)
-    problems = runner.check_values(values, sweep.notebooks)
+        values[name] = [space.get("low"), space.get("high")] if isinstance(space, dict) else space
+    problems: list[str] = []
+    for name, value in ((n, v) for n, vs in values.items() for v in vs):
+        found = preflight.check_parameters({name: value}, sweep.notebooks)
+        problems += [p for p in found if p not in problems]
     combinations = [c["parameters"] for c in expand(sweep.grid, sweep.fixed)]
-    problems += [] if problems else runner.check_data(combinations)
+    named = {json.dumps({k: c[k] for k in DATA_KEYS if k in c}) for c in combinations}
+    for data in [] if problems else named:  # Each distinct set of data, files and weights.
+        problems += [p for p in preflight.check_data(json.loads(data)) if p not in problems]
     if sweep.rank_order not in ("max", "min"):
         problems.append(f"rank_order: {sweep.rank_order!r}; use max or min")
     if sweep.search and sweep.n_trials < 1:
@@ -181,16 +194,19 @@ def validate(sweep: Sweep) -> None:
         raise SweepError("\n- ".join([head, *problems]))
 
 
-def _database(url: str, tries: int = 4) -> optuna.storages.RDBStorage:
-    """Optuna's storage in a database; workers that start together may race to create its
-    tables, so a failed first connection is tried again before it is reported."""
-    for attempt in range(tries):
+def _storage(sweep: Sweep):
+    """Optuna's storage: a journal file, or a database whose heartbeats let any worker fail
+    a dead one's trial. Workers starting together may race to create a database's tables,
+    so a failed first connection is tried again before it is reported."""
+    url = sweep.storage or str(sweep.out / "study.journal")
+    if "://" not in url:
+        backend = optuna.storages.journal.JournalFileBackend(str(project_path(url, Path.cwd())))
+        return optuna.storages.JournalStorage(backend)
+    for attempt in range(4):
         try:
-            with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning):
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300)
         except Exception as error:  # noqa: BLE001 - a driver, a server or a race.
-            if attempt == tries - 1 or not isinstance(error, sqlalchemy.exc.DBAPIError):
+            if attempt == 3 or not isinstance(error, sqlalchemy.exc.DBAPIError):
                 first = str(error).strip().splitlines()[0]
                 raise SweepError(f"storage {url}: {type(error).__name__}: {first}") from None
             time.sleep(1 + attempt)
@@ -199,18 +215,9 @@ def _database(url: str, tries: int = 4) -> optuna.storages.RDBStorage:
 def open_study(sweep: Sweep) -> optuna.Study:
     """The sweep's study, created (and its grid queued) by the first worker to come."""
     sweep.out.mkdir(parents=True, exist_ok=True)
-    url = sweep.storage or str(sweep.out / "study.journal")
-    if "://" in url:  # A database server: heartbeats let any worker fail a dead one's trial.
-        storage = _database(url)
-    else:
-        backend = optuna.storages.journal.JournalFileBackend(str(project_path(url, Path.cwd())))
-        storage = optuna.storages.JournalStorage(backend)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = {
-        "study_name": sweep.name,
-        "storage": storage,
-        "pruner": optuna.pruners.MedianPruner(3),
-    }
+    pruner = optuna.pruners.MedianPruner(3)
+    kwargs = {"study_name": sweep.name, "storage": _storage(sweep), "pruner": pruner}
     try:
         direction = "maximize" if sweep.rank_order == "max" else "minimize"
         study = optuna.create_study(direction=direction, **kwargs)
@@ -224,8 +231,8 @@ def open_study(sweep: Sweep) -> optuna.Study:
                 break
         if study.user_attrs.get("spec") != sweep.spec():
             raise SweepError(
-                f"The study {sweep.name!r} in {url} holds a different sweep (grid, fixed "
-                "values, profile or notebooks): use another --out or name."
+                f"The study {sweep.name!r} in {sweep.storage or sweep.out} holds a different "
+                "sweep (grid, fixed values, profile or notebooks): use another --out or name."
             ) from None
     return study
 
@@ -248,8 +255,7 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str = "")
 
 def reap(study: optuna.Study, retry_failed: bool = False) -> None:
     """Queue again the trials of dead workers (and failed ones with ``retry_failed``)."""
-    with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
-        optuna.storages.fail_stale_trials(study)  # Database servers: dead workers on any host.
+    optuna.storages.fail_stale_trials(study)  # Database servers: dead workers on any host.
     for trial in latest(study).values():
         host, _, pid = trial.user_attrs.get("worker", "").partition(":")
         if trial.state == State.RUNNING and host == MACHINE:
@@ -283,6 +289,36 @@ def claim(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
     return trial
 
 
+def _announce(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> None:
+    """``[3/8] run id (2 done, about 5 min left)``."""
+    walls = [t.user_attrs["wall_s"] for t in latest(study).values() if "wall_s" in t.user_attrs]
+    left = (sweep.total() - len(walls)) * sum(walls) / max(len(walls), 1) / 60
+    eta = f", about {left:.0f} min left" if walls else ""
+    step = f"[{trial.user_attrs['index']}/{sweep.total()}]"
+    print(f"{step} {trial.user_attrs['run_id']} ({len(walls)} done{eta})", flush=True)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, sweep: Sweep, result) -> str:
+    """Record the run's parameters, metrics and failure in the trial and end it."""
+    metrics, failure = runs.read_json(result.run_dir / runs.METRICS_NAME, {}), result.failure
+    resolved = runs.read_json(result.run_dir / runs.PARAMETERS_NAME, {}).items()
+    trial.set_user_attr("resolved", {name: entry.get("resolved") for name, entry in resolved})
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("wall_s", result.wall_s)
+    value = metrics.get(sweep.rank_by)
+    if failure or (result.status == "finished" and value is None):
+        failure = failure or {"notebook": "-", "cell": None, "ename": "Missing", "evalue": ""}
+        error = f"{failure['ename']}: {failure['evalue'] or sweep.rank_by}"
+        trial.set_user_attr("failure", f"{failure['notebook']} cell {failure['cell']}: {error}")
+        study.tell(trial, state=State.FAIL)
+        return "failed"
+    if result.status == "pruned":
+        study.tell(trial, state=State.PRUNED)
+    else:
+        study.tell(trial, float(value))
+    return result.status
+
+
 def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     """One course run for the trial, in its run folder; the study told how it ended."""
     ident, parameters = trial.user_attrs["run_id"], trial.user_attrs["parameters"]
@@ -290,13 +326,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     if state in ("failed", "finished", "pruned"):  # A retry: the earlier attempt stays.
         n = len(list(sweep.out.glob(f"{ident}.{state}-*"))) + 1
         folder.rename(folder.with_name(f"{ident}.{state}-{n}"))
-    walls = [t.user_attrs["wall_s"] for t in latest(study).values() if "wall_s" in t.user_attrs]
-    total = sweep.n_trials or len(expand(sweep.grid, sweep.fixed))
-    mean = sum(walls) / max(len(walls), 1)
-    left = f", about {(total - len(walls)) * mean / 60:.0f} min left"
-    print(
-        f"[{trial.user_attrs['index']}/{total}] {ident} ({len(walls)} done{left if walls else ''})"
-    )
+    _announce(study, trial, sweep)
 
     def report(event: str, info: dict) -> None:
         runner.print_reporter(event, {**info, "notebook": f"{ident}/{info['notebook']}"})
@@ -316,22 +346,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     except KeyboardInterrupt:
         requeue(study, study._storage.get_trial(trial._trial_id), "stopped by Ctrl-C or SIGTERM")
         raise
-    metrics, failure = runs.read_json(folder / runs.METRICS_NAME, {}), result.failure
-    resolved = runs.read_json(folder / runs.PARAMETERS_NAME, {}).items()
-    trial.set_user_attr("resolved", {name: entry.get("resolved") for name, entry in resolved})
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("wall_s", result.wall_s)
-    value = metrics.get(sweep.rank_by)
-    if failure or (result.status == "finished" and value is None):
-        failure = failure or {"notebook": "-", "cell": None, "ename": "Missing", "evalue": ""}
-        error = f"{failure['ename']}: {failure['evalue'] or sweep.rank_by}"
-        trial.set_user_attr("failure", f"{failure['notebook']} cell {failure['cell']}: {error}")
-        study.tell(trial, state=State.FAIL)
-    elif result.status == "pruned":
-        study.tell(trial, state=State.PRUNED)
-    else:
-        study.tell(trial, float(value))
-    return "failed" if failure else result.status
+    return _tell(study, trial, sweep, result)
 
 
 def work(sweep: Sweep, retry_failed: bool = False) -> optuna.Study:
@@ -350,11 +365,8 @@ def comparison_table(study: optuna.Study):
     """One row per run id (its newest trial): status, parameters, metrics, failure."""
     import pandas as pd
 
-    names = {"COMPLETE": "finished", "FAIL": "failed"}
     trials = latest(study).values()
-    rows = [
-        {"status": names.get(t.state.name, t.state.name.lower()), **t.user_attrs} for t in trials
-    ]
+    rows = [{"status": _STATUS.get(t.state, t.state.name.lower()), **t.user_attrs} for t in trials]
     frame = pd.json_normalize(rows, max_level=2).drop(columns=["index"])
     frame.columns = [re.sub(r"^(parameters|metrics)\.", "", c) for c in frame.columns]
     return frame.set_index("run_id").reset_index()
@@ -378,35 +390,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     for flag in ("retry-failed", "dry-run", "report"):
         ap.add_argument(f"--{flag}", action="store_true")
-    args, others = ap.parse_args(argv), []
-    runner.interrupt_on_sigterm()
-    try:
+    args = ap.parse_args(argv)
+
+    def body() -> int:
         options = {k: getattr(args, k) for k in ("notebooks_dir", "rank_by", "storage")}
         sweep = load_sweep(args.grid, args.set, args.out, args.profile, args.notebooks, **options)
         if args.report:
             return print(*write_report(open_study(sweep), sweep).values(), sep="\n") or 0
         validate(sweep)
-        plan = [] if sweep.search else expand(sweep.grid, sweep.fixed)
-        print(f"Sweep {sweep.name}: {sweep.n_trials or len(plan)} run(s) into {sweep.out}")
+        print(f"Sweep {sweep.name}: {sweep.total()} run(s) into {sweep.out}")
         if args.dry_run:
+            plan = [] if sweep.search else expand(sweep.grid, sweep.fixed)
             return print(*(f"  [{c['index']}] {c['run_id']}" for c in plan), sep="\n") or 0
-        command = [sys.executable, "-m", "helpers.sweep", *(argv or sys.argv[1:]), "--workers", "1"]
-        others = [subprocess.Popen(command) for _ in range(args.workers - 1)]
-        study = work(sweep, args.retry_failed)
-        if sum(process.wait() == 130 for process in others):
-            raise KeyboardInterrupt
+        command = [sys.executable, "-m", "helpers.batch.sweep", *(argv or sys.argv[1:])]
+        others = [subprocess.Popen([*command, "--workers", "1"]) for _ in range(args.workers - 1)]
+        try:
+            study = work(sweep, args.retry_failed)
+            if sum(process.wait() == 130 for process in others):
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            for process in others:
+                process.terminate()
+            raise
         write_report(study, sweep)
-    except (SweepError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        for process in others:
-            process.terminate()
-        print("\nInterrupted: finished trials are kept; the same command continues.")
-        return 130
-    failed = [t for t in latest(study).values() if t.state == State.FAIL]
-    print(f"Done: {sweep.out / 'ranking.md'}" + (f"; {len(failed)} failed" if failed else ""))
-    return 1 if failed else 0
+        failed = [t for t in latest(study).values() if t.state == State.FAIL]
+        print(f"Done: {sweep.out / 'ranking.md'}" + (f"; {len(failed)} failed" if failed else ""))
+        return 1 if failed else 0
+
+    return runner.command(body, "finished trials are kept; the same command continues.")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Train/val/test split: stratified, group-aware, seeded, and stable through a manifest."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from helpers.dataset import SPLITS, read_manifest, write_manifest
+from helpers.duplicates import components, same_value_pairs
+
+#: The course sheet's recommended shares (section "Train / validation / test split").
+RECOMMENDED_RATIOS = {"train": (0.70, 0.80), "val": (0.10, 0.15), "test": (0.10, 0.15)}
+
+
+def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    """Validate ``(train, val, test)`` ratios; warn outside the course sheet's ranges."""
+    try:
+        r = tuple(float(x) for x in ratios)
+    except (TypeError, ValueError):
+        r = ()
+    if len(r) != 3 or not all(math.isfinite(x) and x > 0 for x in r):
+        raise ValueError(f"ratios must be three numbers > 0 (train, val, test), got {ratios!r}.")
+    if abs(sum(r) - 1.0) > 1e-6:
+        raise ValueError(f"ratios must sum to 1, got {ratios!r}; e.g. (0.7, 0.15, 0.15).")
+    for name, x in zip(SPLITS, r, strict=True):
+        lo, hi = RECOMMENDED_RATIOS[name]
+        if not lo - 1e-9 <= x <= hi + 1e-9:
+            message = f"{name} ratio {x:g} is outside the course sheet's {lo:g}–{hi:g}."
+            warnings.warn(message, stacklevel=3)
+    return r
+
+
+def _key(df: pd.DataFrame, col: str) -> pd.Series:
+    """``df[col]`` as text, missing where it joins nothing ("" or duplicate cluster -1)."""
+    values = df[col].astype("string")
+    return values.mask(values.isin(["", "-1"] if col == "dup_cluster" else [""]))
+
+
+def split_units(df: pd.DataFrame, group_col: str | None = "group") -> np.ndarray:
+    """Unit id per row: files sharing a sha256, a duplicate cluster or a group are one unit."""
+    cols = [c for c in ("sha256", "dup_cluster", group_col) if c and c in df]
+    return components(len(df), [same_value_pairs(_key(df, c)) for c in cols])
+
+
+def make_split(
+    df: pd.DataFrame,
+    ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    group_col: str | None = "group",
+    manifest_path: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Assign each usable file to train/val/test: stratified, group-aware, seeded, stable.
+
+    A unit (:func:`split_units`) goes to one split whole. Units are drawn with scikit-learn's
+    ``train_test_split``, stratified by the label of the unit's first file when every class
+    has enough units; the ratios count units, so large groups make the shares approximate.
+
+    With ``manifest_path``: files listed there (same relpath and sha256) keep their split,
+    new files join their unit's split if it has one, other new units are split at ``ratios``,
+    files gone are dropped with a warning; the manifest is then (re)written.
+
+    Returns:
+        The usable rows sorted by relpath, with ``split``, ``split_unit`` and ``split_origin``
+        ("manifest", "unit" or "new"); notes in ``.attrs["split_notes"]``.
+    """
+    r = check_ratios(ratios)
+    missing = [c for c in ("relpath", "label") if c not in df]
+    if missing:
+        raise ValueError(f"make_split needs the columns {missing}; got {list(df.columns)}.")
+    out = df[df["status"] == "ok"] if "status" in df else df
+    out = out.sort_values("relpath").reset_index(drop=True)
+    if out["relpath"].duplicated().any():
+        first = out.loc[out["relpath"].duplicated(), "relpath"].iloc[0]
+        raise ValueError(f"relpath {first!r} appears twice; each file must have one row.")
+    out["split_unit"], out["split"], out["split_origin"] = split_units(out, group_col), "", "new"
+    manifest = Path(manifest_path) if manifest_path is not None else None
+    notes = _reuse_manifest(out, manifest) if manifest and manifest.is_file() else []
+    # A new file whose unit already has a split (from the manifest) joins it.
+    known = out[out["split"] != ""].groupby("split_unit")["split"].agg(lambda s: s.mode()[0])
+    join = (out["split"] == "") & out["split_unit"].isin(known.index)
+    out.loc[join, "split"] = out.loc[join, "split_unit"].map(known)
+    out.loc[join, "split_origin"] = "unit"
+    new = out["split"] == ""
+    unit_labels = out[new].groupby("split_unit")["label"].first()
+    out.loc[new, "split"] = out.loc[new, "split_unit"].map(_assign_units(unit_labels, r, seed))
+    out.attrs["split_notes"] = notes + _split_warnings(out, r)
+    if manifest is not None:
+        write_manifest(out, manifest)
+    return out
+
+
+def _assign_units(labels: pd.Series, r: tuple, seed: int) -> pd.Series:
+    """Split of each unit (``labels``: one label per unit id), test first, then val."""
+    split = pd.Series("train", index=labels.index)
+    rest = labels.index.to_numpy()
+    for name, share in (("test", r[2]), ("val", r[1])):
+        n = round(share * len(labels))
+        if 0 < n < len(rest):
+            try:
+                strata = labels.loc[rest]
+                held = train_test_split(rest, test_size=n, stratify=strata, random_state=seed)
+            except ValueError:  # A class with one unit, or fewer units to hold out than classes.
+                held = train_test_split(rest, test_size=n, random_state=seed)
+            split[held[1]] = name
+            rest = held[0]
+    return split
+
+
+def _reuse_manifest(out: pd.DataFrame, manifest: Path) -> list[str]:
+    """Give the files listed in ``manifest`` (same relpath and sha256) their old split."""
+    if "sha256" not in out:
+        raise ValueError("make_split needs a 'sha256' column to reuse a manifest.")
+    old = read_manifest(manifest)
+    old_split = pd.Series(old["split"].to_numpy(), index=old["relpath"] + "\0" + old["sha256"])
+    key = out["relpath"] + "\0" + out["sha256"].astype(str)
+    kept = key.isin(old_split.index)
+    out.loc[kept, "split"] = key[kept].map(old_split)
+    out.loc[kept, "split_origin"] = "manifest"
+    notes = [f"manifest {manifest.name}: {kept.sum()} file(s) kept their split, the rest is new."]
+    changed = out.loc[~kept & out["relpath"].isin(old["relpath"]), "relpath"]
+    if len(changed):
+        notes.append(f"{len(changed)} changed file(s) treated as new, e.g. {changed.iloc[0]}.")
+    gone = sorted(set(old["relpath"]) - set(out["relpath"]))
+    if gone:
+        notes.append(f"{len(gone)} file(s) of the manifest are gone and dropped, e.g. {gone[0]}.")
+        warnings.warn(f"make_split: {notes[-1]}", stacklevel=3)
+    return notes
+
+
+def _split_warnings(out: pd.DataFrame, r: tuple) -> list[str]:
+    """Notes on shares far from the ratios; a warning for each class missing from val or test."""
+    share = out["split"].value_counts(normalize=True).reindex(SPLITS, fill_value=0)
+    notes = []
+    if len(out) and (abs(share.to_numpy() - r) > 0.05).any():
+        notes.append(f"shares {share.round(2).to_dict()}: groups this large make them approximate.")
+    table = pd.crosstab(out["label"], out["split"]).reindex(columns=SPLITS, fill_value=0)
+    for label, s in zip(*np.nonzero(table[["val", "test"]].to_numpy() == 0), strict=True):
+        notes.append(f"class {table.index[label]!r} has no image in {('val', 'test')[s]}.")
+        warnings.warn(f"make_split: {notes[-1]} Add images or groups.", stacklevel=3)
+    return notes
+
+
+def check_no_leakage(df: pd.DataFrame) -> list[str]:
+    """Problems where one sha256, duplicate cluster or group is in two splits (empty: none)."""
+    if "split" not in df:
+        raise ValueError("check_no_leakage needs a 'split' column (run make_split first).")
+    problems = []
+    for col in [c for c in ("sha256", "dup_cluster", "group") if c in df]:
+        key = _key(df, col)
+        n_splits = df.groupby(key)["split"].nunique()
+        for value in n_splits[n_splits > 1].index:
+            rows = df[key == value]
+            where, files = ", ".join(sorted(rows["split"].unique())), ", ".join(rows["relpath"][:3])
+            problems.append(f"{col} {str(value)[:12]} is in {where}: {files}")
+    return problems
