@@ -48,11 +48,11 @@ nbval: $(STAMP)
 
 ## run: execute the whole course with papermill into a new run folder (PROFILE=full|small)
 run: $(STAMP)
-	$(BIN)/python -m helpers.runner --profile $(PROFILE)
+	$(BIN)/python -m helpers.batch.runner --profile $(PROFILE)
 
 ## sweep: run the notebooks once per combination of a grid (GRID=sweeps/example.yaml), then compare
 sweep: $(STAMP)
-	$(BIN)/python -m helpers.sweep $(GRID) $(SWEEP_ARGS)
+	$(BIN)/python -m helpers.batch.sweep $(GRID) $(SWEEP_ARGS)
 
 ## dashboard: Optuna's live view of a sweep's study (GRID's default journal file)
 dashboard: $(STAMP)
@@ -60,8 +60,8 @@ dashboard: $(STAMP)
 
 ## bench: print training and deployment figures (pipeline, feature cache, sizes, latencies per backbone)
 bench: $(STAMP)
-	$(BIN)/python -m helpers.bench training
-	$(BIN)/python -m helpers.bench deployment
+	$(BIN)/python -m helpers.batch.bench training
+	$(BIN)/python -m helpers.batch.bench deployment
 
 ## lab: open the notebooks in JupyterLab
 lab: $(STAMP)

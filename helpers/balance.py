@@ -1,8 +1,4 @@
-"""The course sheet's dataset-size rules per class, and rebalancing by over- or under-sampling.
-
-Class weights are no helper: notebook 01 computes them with scikit-learn's
-``compute_class_weight("balanced", ...)``, the sheet's code.
-"""
+"""The sheet's dataset-size rules per class; over- and under-sampling (class weights: in 01)."""
 
 from __future__ import annotations
 
@@ -12,10 +8,11 @@ import pandas as pd
 # The sheet's section "How many images do you need?", per class: (minimum, ideal) ranges.
 BINARY_RULES = ((500, 1_000), (2_000, 5_000))  # Binary task, transfer learning.
 MULTICLASS_RULES = ((200, 500), (1_000, None))  # Three classes or more, transfer learning.
-SCRATCH_MINIMUM, SCRATCH_IDEAL = 10_000, 50_000  # Training from scratch, for comparison.
-# Section "Data augmentation": indispensable below 2 000, recommended up to 10 000.
-AUGMENTATION_LIMITS = (2_000, 10_000)
+SCRATCH_LIMITS = (10_000, 50_000)  # Training from scratch: minimum, ideal.
+AUGMENTATION_LIMITS = (2_000, 10_000)  # Augmentation indispensable below, recommended up to.
 CHECKLIST_AUGMENT_BELOW = 5_000  # The pre-training checklist: augmentation on below this.
+SCRATCH_TEXT = "too few to train from scratch (10,000+ needed, 50,000+ ideal)"
+SCRATCH_TEXT = (SCRATCH_TEXT, "from-scratch minimum 10,000+ met", "enough even from scratch")
 
 
 def _range(bounds: tuple[int, int | None]) -> str:
@@ -23,35 +20,29 @@ def _range(bounds: tuple[int, int | None]) -> str:
 
 
 def size_rules(counts: dict[str, int], n_classes: int | None = None) -> pd.DataFrame:
-    """The sheet's dataset-size rules for each class's image count (transfer learning).
+    """The sheet's dataset-size rules for each class's count (``{class: images}``).
 
-    Args:
-        counts: ``{class: images}``.
-        n_classes: Classes of the task (default ``len(counts)``): 2 or fewer is binary.
-
-    Returns:
-        One row per class: ``label, count, task, minimum, ideal, min_required,
-        ideal_required, status`` ("below minimum", "minimum met", "ideal met"),
-        ``augmentation`` (the sheet's advice), ``checklist_augment`` and ``from_scratch``.
+    ``n_classes``: classes of the task (default ``len(counts)``; 2 or fewer is binary).
+    Returns one row per class: ``label, count, task, minimum, ideal, min_required,
+    ideal_required, status`` ("below minimum", "minimum met", "ideal met"),
+    ``augmentation`` (the sheet's advice), ``checklist_augment`` and ``from_scratch``.
     """
     k = len(counts) if n_classes is None else int(n_classes)
     minimum, ideal = BINARY_RULES if k <= 2 else MULTICLASS_RULES
-    n = np.array([int(v) for v in counts.values()])
-    scratch = ["enough even from scratch (ideal 50,000+ met)",
-               "from-scratch minimum 10,000+ met (ideal 50,000+)",
-               "too few to train from scratch (10,000+ needed, 50,000+ ideal)"]  # fmt: skip
-    return pd.DataFrame({
-        "label": list(counts), "count": n, "task": "binary" if k <= 2 else f"{k} classes",
-        "minimum": _range(minimum), "ideal": _range(ideal),
-        "min_required": minimum[0], "ideal_required": ideal[0],
-        "status": np.select([n < minimum[0], n < ideal[0]], ["below minimum", "minimum met"],
-                            "ideal met"),
-        "augmentation": np.select([n < AUGMENTATION_LIMITS[0], n <= AUGMENTATION_LIMITS[1]],
-                                  ["indispensable", "recommended"], "useful but less critical"),
-        "checklist_augment": n < CHECKLIST_AUGMENT_BELOW,
-        "from_scratch": np.select([n >= SCRATCH_IDEAL, n >= SCRATCH_MINIMUM], scratch[:2],
-                                  scratch[2]),
-    })  # fmt: skip
+    table = pd.DataFrame({"label": list(counts), "count": [int(v) for v in counts.values()]})
+
+    def band(edges: tuple, labels: tuple) -> pd.Series:  # Lower edges included.
+        return pd.cut(table["count"], [-np.inf, *edges, np.inf], right=False, labels=labels)
+
+    table["task"] = "binary" if k <= 2 else f"{k} classes"
+    table["minimum"], table["ideal"] = _range(minimum), _range(ideal)
+    table["min_required"], table["ideal_required"] = minimum[0], ideal[0]
+    table["status"] = band((minimum[0], ideal[0]), ("below minimum", "minimum met", "ideal met"))
+    advice = ("indispensable", "recommended", "useful but less critical")
+    table["augmentation"] = band((AUGMENTATION_LIMITS[0], AUGMENTATION_LIMITS[1] + 1), advice)
+    table["checklist_augment"] = table["count"] < CHECKLIST_AUGMENT_BELOW
+    table["from_scratch"] = band(SCRATCH_LIMITS, SCRATCH_TEXT)
+    return table.astype({"status": str, "augmentation": str, "from_scratch": str})
 
 
 def _train_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -61,29 +52,18 @@ def _train_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def undersample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd.DataFrame:
-    """Keep a random minority-sized share of every class (train rows only if split).
-
-    Returns:
-        The kept rows (class order, then original order), then the val/test rows unchanged.
-    """
+    """Keep as many random rows of every class as the smallest has (train rows only if split);
+    the val/test rows follow unchanged."""
     part, rest = _train_rows(df)
-    if part.empty:
-        return df.copy()
-    n_min = int(part[label_col].value_counts().min())
-    rng = np.random.default_rng(seed)
-    pick = [np.sort(rng.choice(len(g), n_min, replace=False)) for _, g in part.groupby(label_col)]
-    keep = [g.iloc[i] for (_, g), i in zip(part.groupby(label_col), pick, strict=True)]
-    return pd.concat([*keep, rest]).reset_index(drop=True)
+    n_min = int(part[label_col].value_counts().min()) if len(part) else 0
+    keep = part.groupby(label_col).sample(n_min, random_state=seed).sort_index()
+    return pd.concat([keep, rest]).reset_index(drop=True)
 
 
 def oversample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd.DataFrame:
-    """Repeat minority rows up to the majority count (train rows only if split).
-
-    Whole copies first, then a random remainder, so every image is repeated as evenly as
-    possible. Use it with augmentation, else the copies are identical.
-
-    Returns:
-        The rebalanced rows with an ``oversampled`` column (True for the added copies).
+    """Repeat minority rows up to the majority count (train rows only if split): whole copies
+    first, then a random remainder, so that every image is repeated as evenly as possible.
+    Added copies have ``oversampled`` True. Use it with augmentation, else they are identical.
     """
     part, rest = _train_rows(df)
     n_max = int(part[label_col].value_counts().max()) if len(part) else 0

@@ -1,11 +1,8 @@
 """File validation: decode every file of a ``<data>/<class>/...`` folder once, name the bad ones.
 
-``keras.utils.image_dataset_from_directory`` picks files by extension and decodes them during
-``fit``: one truncated or fake image stops training mid-epoch without naming the file, EXIF
-orientation is ignored, alpha is dropped and WEBP skipped. :func:`scan` opens every file first
-(the user's files are only read), applies EXIF orientation, converts odd modes to 8-bit RGB and
-writes a PNG copy, outside the data, of each file TensorFlow would not decode into the same pixels.
-"""
+Keras decodes files during ``fit``: one bad file stops training without naming it. :func:`scan`
+reads every file first (never writes to it), applies EXIF orientation, converts odd modes to
+8-bit RGB and copies, outside the data, each file TensorFlow would not decode the same way."""
 
 from __future__ import annotations
 
@@ -27,15 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile, ImageOps
 
+from helpers import duplicates
 from helpers.config import CACHE_DIR, DATA_DIR, project_path
-from helpers.duplicates import (
-    DEFAULT_MAX_DISTANCE,
-    cross_class_clusters,
-    drop_conflicts,
-    find_duplicates,
-    label_conflicts,
-    perceptual_hash,
-)
 
 DEFAULT_MAX_PIXELS = 90_000_000  # Refused above this (PIL's own bomb limit is about 89.5 MP).
 DEFAULT_MAX_SIDE = 4096  # Longer images are downscaled to this side in their PNG copy.
@@ -82,11 +72,6 @@ class ScanResult:
         bad = self.files[self.files["status"] == "bad"]
         return bad[["relpath", "label", "reason"]].reset_index(drop=True)
 
-    @property
-    def throughput(self) -> float:
-        """Files scanned per second."""
-        return len(self.files) / max(self.elapsed_s, 1e-9)
-
     def counts(self) -> pd.DataFrame:
         """Per class: ``usable``, ``unusable`` and ``normalised`` (read from a copy) files."""
         f, ok = self.files, self.files["status"] == "ok"
@@ -98,7 +83,7 @@ class ScanResult:
         """A readable report: counts per class, each unusable file and why, notes, problems."""
         bad, good, n = self.bad, self.good, len(self.files)
         lines = [
-            f"Scan of {self.data_dir}: {n} files, {len(good)} usable, in {self.elapsed_s:.1f} s;"
+            f"Scan of {self.data_dir}: {n} files, {len(good)} usable, in {self.elapsed_s:.2f} s;"
             f" {self.skipped_system} system entries skipped, root files ignored: "
             f"{self.ignored_root_files}.\n\n{self.counts().to_string(index=False)}"
         ]
@@ -112,8 +97,8 @@ class ScanResult:
             lines.append(f"\nDone to usable files (copies in {self.cache_dir}; originals intact):")
             for kind, count, example in kinds.agg(["size", "first"]).itertuples():
                 lines.append(f"  {kind}: {count} (e.g. {example})")
-        lines += [f"\nLabel conflict: {a} == {b}" for a, b in self.label_conflicts[:max_rows]]
-        return "\n".join(lines + ["\nProblems:"] + [f"  - {p}" for p in self.problems])
+        lines += ["\nProblems:", *(f"  - {p}" for p in self.problems)] if self.problems else []
+        return "\n".join(lines)
 
 
 def scan(
@@ -124,23 +109,13 @@ def scan(
     cache_dir: str | os.PathLike | None = None,
     workers: int = 4,
     verify_native: bool = True,
-    max_distance: int = DEFAULT_MAX_DISTANCE,
+    max_distance: int = duplicates.DEFAULT_MAX_DISTANCE,
 ) -> ScanResult:
-    """Find, open and fully decode every file of ``data_dir/<class>/...``.
+    """Open and decode every file of ``data_dir/<class>/...``; classes in Keras' order.
 
-    Classes are the subfolders (sorted: Keras' order), searched recursively. System entries
-    (``.DS_Store``, ``._*``, ``__MACOSX``...) are skipped, files at the top ignored; every other
-    file is usable or reported with its reason. Identical files filed in two classes (label
-    conflicts) are marked unusable. Transparent images are composited on white.
-
-    Args:
-        data_dir: One subfolder per class; a relative path is taken from the project root.
-        max_pixels: Files with more pixels are refused ("too large").
-        max_side: Longer images are downscaled to this side in their normalised copy.
-        cache_dir: Folder of the normalised PNG copies (outside ``data_dir``).
-        workers: Decoding threads.
-        verify_native: Decode natively read files with TensorFlow too; copy those that differ.
-        max_distance: Near-duplicate distance (``helpers.duplicates.find_duplicates``).
+    System entries (``.DS_Store``, ``__MACOSX``...) are skipped, top-level files ignored, files
+    identical across classes unusable. Images over ``max_pixels`` are refused, over ``max_side``
+    downscaled in their copy (in ``cache_dir``); ``verify_native`` compares TensorFlow's pixels.
     """
     root = project_path(data_dir, DATA_DIR).resolve()
     cache = Path(cache_dir or NORMALISED_DIR).expanduser().resolve()
@@ -151,18 +126,18 @@ def scan(
         raise ValueError(f"cache_dir {cache} is inside data_dir {root}: pass one outside it.")
     opts = {"max_pixels": max_pixels, "max_side": max_side, "cache": cache}
     if verify_native:
-        _tf()  # Import TensorFlow (seconds) before the clock starts.
+        import tensorflow  # noqa: F401 - Imported (seconds) before the clock starts.
     start = time.perf_counter()
     classes, entries, skipped, ignored = _list_files(root)
     files = _decode_all(entries, opts | {"verify_native": verify_native}, workers)
-    files = find_duplicates(files, max_distance)
-    conflicts = label_conflicts(files)
-    files = drop_conflicts(files)
+    files = duplicates.find_duplicates(files, max_distance)
+    conflicts = duplicates.label_conflicts(files)
+    files = duplicates.drop_conflicts(files)
     problems = _data_problems(root, classes, files, ignored)
     if conflicts:
         example = " == ".join(conflicts[0])
         problems.append(f"label conflicts left out (file each in one class): {example}, ...")
-    crossing = cross_class_clusters(files)
+    crossing = duplicates.cross_class_clusters(files)
     if crossing:
         problems.append(f"near-duplicates in two classes (check the labels): {crossing[0][:4]}")
     elapsed = time.perf_counter() - start
@@ -171,15 +146,11 @@ def scan(
 
 def _decode_all(entries: list, opts: dict, workers: int) -> pd.DataFrame:
     """Inspect every file in a thread pool; one row per file."""
-    strict = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # A truncated file must raise, not be padded.
-    try:
-        with warnings.catch_warnings():  # The scan checks sizes itself: PIL's warnings are noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                records = list(pool.map(lambda entry: _inspect(*entry, opts), entries))
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = strict
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # PIL's default: a truncated file raises.
+    with warnings.catch_warnings():  # The scan checks sizes itself: PIL's warnings are noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            records = list(pool.map(lambda entry: _inspect(*entry, opts), entries))
     files = pd.DataFrame(records, columns=FILE_COLUMNS)
     return files.astype({"width": "Int64", "height": "Int64", "normalised": bool})
 
@@ -213,20 +184,12 @@ def _data_problems(root: Path, classes: list, files: pd.DataFrame, ignored: list
         if not (status == "ok").any():
             what = "is empty" if status.empty else f"has no usable image ({len(status)} bad)"
             out.append(f"class {c!r} {what}: add images to {c}/ or remove it.")
-    n_bad = int((files["status"] == "bad").sum())
-    if n_bad:
-        out.append(f"{n_bad} of {len(files)} files are unusable and left out (see .bad).")
     return out
 
 
 def check_trainable(scan: ScanResult, min_classes: int = 2, min_per_class: int = 1) -> None:
-    """Raise a ``ValueError`` naming each class that is missing or too small, and how to fix it.
-
-    Args:
-        scan: A :func:`scan` result.
-        min_classes: Classes with usable images needed (2 for a classifier).
-        min_per_class: Usable images needed in every class folder.
-    """
+    """Raise a ``ValueError`` naming each class that is missing or too small, and the fix:
+    ``min_classes`` classes with usable images and ``min_per_class`` images in each."""
     counts = scan.good["label"].value_counts().reindex(scan.classes, fill_value=0)
     usable = list(counts[counts > 0].index)
     issues = [
@@ -234,11 +197,10 @@ def check_trainable(scan: ScanResult, min_classes: int = 2, min_per_class: int =
         for c, n in counts.items()
         if n < min_per_class
     ]
-    if not scan.classes:
-        issues.insert(0, f"no class folder in {scan.data_dir}: make one subfolder per class.")
-    elif len(usable) < min_classes:
+    if len(usable) < min_classes:
         need = f"training needs {min_classes}: add one subfolder of images per class"
-        issues.insert(0, f"classes with usable images in {scan.data_dir}: {usable}; {need}.")
+        found = f"{len(usable) or 'no'} class folder(s) with usable images {usable}"
+        issues.insert(0, f"{found} in {scan.data_dir}; {need}.")
     if issues:
         bad = "".join(f"\n    {r}: {why}" for r, why in scan.bad[["relpath", "reason"]].values)
         text = "".join(f"\n  - {issue}" for issue in issues)
@@ -255,11 +217,8 @@ def save_scan(scan: ScanResult, path: str | os.PathLike) -> Path:
 
 
 def load_scan(path: str | os.PathLike, data_dir: str | os.PathLike) -> ScanResult | None:
-    """The scan saved at ``path`` if made for ``data_dir`` as it is now, else None.
-
-    None when the file is missing or unreadable, made for another folder, or older than
-    anything in ``data_dir``. The headless pre-flight check saves one in the run folder.
-    """
+    """The scan saved at ``path`` (by the headless pre-flight check) if it was made for
+    ``data_dir`` as it is now, else None (missing, unreadable, another folder, older)."""
     path, root = Path(path), project_path(data_dir, DATA_DIR).resolve()
     try:
         scan = pickle.loads(path.read_bytes())
@@ -269,12 +228,6 @@ def load_scan(path: str | os.PathLike, data_dir: str | os.PathLike) -> ScanResul
     if not isinstance(scan, ScanResult) or Path(scan.data_dir) != root:
         return None
     return scan if newest <= path.stat().st_mtime else None
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 def _inspect(path: Path, rel: str, label: str, opts: dict) -> dict[str, Any]:
@@ -306,7 +259,11 @@ def _inspect_into(rec: dict[str, Any], path: Path, opts: dict) -> str:
     rec.update(format=fmt, mode=im.mode, width=w, height=h)
     if w * h > opts["max_pixels"]:
         return f"too large: {w * h / 1e6:.2g} MP ({w}×{h}) > {mp:.2g} MP limit (max_pixels)"
-    notes = _header_notes(im, fmt, path.suffix)
+    expected = Image.registered_extensions().get(path.suffix.lower())
+    frames = getattr(im, "n_frames", 1)
+    notes = [f"animated {fmt}: first frame of {frames}"] if frames > 1 and fmt != "MPO" else []
+    if expected != fmt and not {expected, fmt} <= {"JPEG", "MPO"}:
+        notes.append(f"content does not match extension: {fmt} named {path.suffix or '(none)'}")
     try:
         im.load()
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on bad data.
@@ -319,8 +276,8 @@ def _inspect_into(rec: dict[str, Any], path: Path, opts: dict) -> str:
         size = tuple(max(1, round(s * opts["max_side"] / max(rgb.size))) for s in rgb.size)
         notes.append(f"downscaled to fit {opts['max_side']} px: {w}×{h} → {size[0]}×{size[1]}")
         rgb, native = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), False
-    rec["dhash"] = perceptual_hash(rgb)
-    native = native and fmt in NATIVE_FORMATS and not any("animated" in n for n in notes)
+    rec["dhash"] = duplicates.perceptual_hash(rgb)
+    native = native and fmt in NATIVE_FORMATS and (frames == 1 or fmt == "MPO")
     verify = native and opts["verify_native"]
     why = _tf_mismatch(data, rgb, lossy=fmt in ("JPEG", "MPO")) if verify else ""
     native, notes = native and not why, notes + [why] * bool(why)
@@ -328,18 +285,6 @@ def _inspect_into(rec: dict[str, Any], path: Path, opts: dict) -> str:
     rec.update(decode_path=str(copy or path), normalised=not native, notes="; ".join(notes))
     rec["status"] = "ok"
     return ""
-
-
-def _header_notes(im: Image.Image, fmt: str, suffix: str) -> list[str]:
-    """Notes on a mismatched extension and on animated or multi-picture files."""
-    notes, frames = [], getattr(im, "n_frames", 1)
-    expected = Image.registered_extensions().get(suffix.lower())
-    if expected != fmt and not {expected, fmt} <= {"JPEG", "MPO"}:
-        notes.append(f"content does not match extension: {fmt} named {suffix or '(none)'}")
-    if frames > 1:
-        what = "MPO (multi-picture JPEG)" if fmt == "MPO" else f"animated {fmt}"
-        notes.append(f"{what}: first frame of {frames}")
-    return notes
 
 
 def _upright_rgb(im: Image.Image, notes: list[str]) -> tuple[Image.Image, bool]:
@@ -362,21 +307,20 @@ def _upright_rgb(im: Image.Image, notes: list[str]) -> tuple[Image.Image, bool]:
         notes.append(f"{mode} → RGB ({'alpha opaque' if opaque else 'composited on white'})")
         return Image.alpha_composite(white, rgba).convert("RGB"), False
     if mode.startswith("I") or mode == "F":
-        arr = np.asarray(im).astype(np.float64)
-        if mode == "F" or arr.min() < 0 or arr.max() > 65535:
-            arr, what = (arr - arr.min()) * 255.0 / max(np.ptp(arr), 1e-12), "32-bit (scaled)"
-        else:
-            arr, what = arr / 257.0, "16-bit"
-        notes.append(f"{what} → 8-bit")
-        return Image.fromarray(np.rint(arr).astype(np.uint8)).convert("RGB"), False
+        arr = np.asarray(im, dtype=np.float64)  # 16-bit integers, or floats scaled to 0-255.
+        arr = arr / 257.0 if mode != "F" else arr * 255.0 / max(arr.max(), 1e-12)
+        notes.append(f"{'32-bit float' if mode == 'F' else '16-bit'} → 8-bit")
+        return Image.fromarray(np.rint(arr.clip(0, 255)).astype(np.uint8)).convert("RGB"), False
     notes.append(f"{mode} → RGB")
     return im.convert("RGB"), False
 
 
 def _tf_mismatch(data: bytes, rgb: Image.Image, lossy: bool) -> str:
     """Empty if TensorFlow decodes ``data`` into ``rgb``'s pixels, else the reason."""
+    import tensorflow as tf
+
     try:
-        arr = _tf().io.decode_image(data, channels=3, expand_animations=False).numpy()
+        arr = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except Exception as exc:  # noqa: BLE001 - any TensorFlow failure means "not native".
         text = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\].*", "", str(exc), flags=re.S).strip()
         return f"TensorFlow cannot decode it natively: {(text or repr(exc)).splitlines()[0]}"
@@ -396,27 +340,22 @@ def _write_normalised(rgb: Image.Image, sha: str, opts: dict) -> Path:
     if not (target.is_file() and target.stat().st_size > 0):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{name}.{os.getpid()}-{threading.get_ident()}.tmp")
-        try:  # An atomic rename: no reader sees half a file, no two threads clash.
-            rgb.save(tmp, "PNG", compress_level=1)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        rgb.save(tmp, "PNG", compress_level=1)
+        os.replace(tmp, target)  # Atomic: no reader sees half a file, no two threads clash.
     return target
 
 
 def _not_image_reason(data: bytes, suffix: str) -> str:
     """Why PIL could not identify ``data``: what it looks like instead."""
     named, head = f"named {suffix or '(no extension)'}", data[:4096]
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n").lower()
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
         return "unsupported format: HEIC/HEIF or AVIF (convert it to JPEG or PNG)"
-    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n").lower()
-    printable = sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text)
     if "<svg" in text[:1000]:
         return "unsupported format: SVG vector image (rasterise it to PNG)"
     if "<html" in text[:500] or text.startswith("<!doctype html"):
         return f"not an image: HTML page {named} (a failed download?)"
-    if head.startswith(b"%PDF") or head.startswith(b"PK\x03\x04"):
-        return f"not an image: {'PDF document' if head[1] == 80 else 'ZIP archive'} {named}"
+    printable = sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text)
     if b"\x00" not in head and text.count("\ufffd") <= 1 and printable:
         return f"not an image: text file {named}"
     return f"unsupported format: unrecognised content {named} (starts with {data[:8].hex(' ')})"
@@ -428,16 +367,10 @@ def attach_metadata(
     group_col: str | None = None,
     path_col: str = "path",
 ) -> pd.DataFrame:
-    """Merge a metadata CSV (one row per file, ``path`` relative to the data folder).
+    """Merge a metadata CSV, one row per file, ``path_col`` relative to the data folder.
 
-    Columns the files table already has get a ``_meta`` suffix; files without a metadata
-    row get empty values.
-
-    Args:
-        scan_or_df: A :class:`ScanResult` or its files table.
-        metadata_csv: The CSV; a relative path is taken from the project root.
-        group_col: Column that becomes ``group`` (default ``source`` if present, else none).
-        path_col: Column of the paths relative to the data folder.
+    ``group_col`` becomes the ``group`` column (default ``source`` if present, else none).
+    Columns the files table already has get a ``_meta`` suffix; files without a row get "".
     """
     files = scan_or_df.files if isinstance(scan_or_df, ScanResult) else scan_or_df
     csv = project_path(metadata_csv, DATA_DIR)
@@ -457,7 +390,7 @@ def attach_metadata(
     matched = keys.isin(set(meta["_key"]))
     if len(files) and not matched.any():
         how = "paths must be relative to the data folder (class/file.jpg)"
-        raise ValueError(f"No path of {csv} matches a scanned file like {keys[0]!r}: {how}.")
+        raise ValueError(f"No path of {csv} matches a scanned file ({keys.iloc[0]!r}...): {how}.")
     unmatched = int((~meta["_key"].isin(set(keys))).sum())
     if unmatched or not matched.all():
         counts = f"{int((~matched).sum())} file(s) have no row, {unmatched} row(s) match no file"

@@ -1,8 +1,5 @@
-"""The ``tf.data`` input pipeline, the split manifest and class counts.
-
-The pipeline reads the ``decode_path`` column that ``helpers.checks.scan`` filled for usable
-files, so it cannot fail on a file mid-epoch. TensorFlow is imported when a dataset is built.
-"""
+"""The ``tf.data`` input pipeline, the split manifest and class counts. The pipeline reads the
+files ``helpers.checks.scan`` validated, so it cannot fail on a file mid-epoch."""
 
 from __future__ import annotations
 
@@ -24,16 +21,10 @@ _MANIFEST_REQUIRED = ["relpath", "sha256", "label", "split"]
 
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write the split manifest CSV (:data:`MANIFEST_COLUMNS`, sorted by relpath)."""
-    missing = [c for c in _MANIFEST_REQUIRED if c not in df]
-    if missing:
-        raise ValueError(f"write_manifest needs the columns {missing} (run make_split first).")
     out = pd.DataFrame({c: df[c] if c in df else "" for c in MANIFEST_COLUMNS})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # Renamed: never half written.
-    out.sort_values("relpath").to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
-    os.replace(tmp, path)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    out.sort_values("relpath").to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+    return Path(path)
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
@@ -45,10 +36,9 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in _MANIFEST_REQUIRED if c not in df]
     if missing:
         raise ValueError(f"manifest {path} lacks the columns {missing}: write it again (01).")
-    bad = np.flatnonzero(~df["split"].isin(SPLITS))
+    bad = df.loc[~df["split"].isin(SPLITS), "split"]
     if len(bad):
-        split = df["split"].iloc[bad[0]]
-        raise ValueError(f"manifest {path} row {bad[0] + 2}: split {split!r} not in {SPLITS}.")
+        raise ValueError(f"manifest {path} row {bad.index[0] + 2}: split {bad.iloc[0]!r} unknown.")
     return df
 
 
@@ -75,26 +65,20 @@ def make_dataset(
     batch_size: int = 32,
     shuffle: bool = False,
     seed: int = 0,
-    cache: bool | str | os.PathLike = True,
+    cache: bool = True,
     augment: Callable | None = None,
     label_mode: str = "binary",
 ) -> tf.data.Dataset:
-    """Batches of ``(images, labels)`` read from ``df``'s ``decode_path`` (or ``path``) column.
+    """Batches of ``(images, labels)`` read from the ``decode_path`` (or ``path``) column.
 
     read → decode (3 channels, first frame) → resize (bilinear, antialias) → float32 in 0–255
-    (Keras' MobileNetV3 and EfficientNet rescale inside the model) → cache → shuffle (every
-    epoch) → batch → ``augment`` per batch (a Keras layer runs with ``training=True``) →
-    prefetch.
-
-    Args:
-        df: Usable rows (``scan.good`` or a split of it) with ``label``.
-        classes: Class names; the label index is the position (alphabetical, like Keras).
-        image_size: Output side, or ``(height, width)``.
-        cache: True caches decoded images in memory, a path to that file prefix (delete it when
-            the data change), False not at all.
-        label_mode: "binary" (float32 (B, 1), 2 classes), "categorical" (one-hot) or "int".
+    (Keras' MobileNetV3 and EfficientNet rescale inside the model) → cache in memory →
+    shuffle every epoch → batch → ``augment`` (a Keras layer runs with ``training=True``) →
+    prefetch. The label index of a class is its position in
+    ``classes``; ``label_mode``: "binary" (float32 (B, 1)), "categorical" (one-hot) or "int".
     """
-    tf = _tf()
+    import tensorflow as tf
+
     classes = list(classes)
     size = (image_size, image_size) if np.ndim(image_size) == 0 else tuple(image_size)
     labels = _labels(df, classes, label_mode)
@@ -110,16 +94,14 @@ def make_dataset(
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache not in (False, None, ""):
-        if cache is not True:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        ds = ds.cache() if cache is True else ds.cache(str(cache))
+    ds = ds.cache() if cache else ds
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment is not None:
-        layer = _is_keras_layer(augment)
-        fn = (lambda x: augment(x, training=True)) if layer else augment
+        from keras.layers import Layer
+
+        fn = (lambda x: augment(x, training=True)) if isinstance(augment, Layer) else augment
         ds = ds.map(lambda x, y: (fn(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -141,12 +123,6 @@ def _labels(df: pd.DataFrame, classes: list[str], label_mode: str) -> np.ndarray
     return np.eye(len(classes), dtype=np.float32)[y] if label_mode == "categorical" else y
 
 
-def _is_keras_layer(fn: Callable) -> bool:
-    import keras
-
-    return isinstance(fn, keras.layers.Layer)
-
-
 def dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """A (small) dataset as numpy ``(x, y)``, batched or not."""
     pairs = list(ds.as_numpy_iterator())
@@ -154,28 +130,3 @@ def dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((0,)), np.zeros((0,))
     join = np.concatenate if ds.element_spec[0].shape.rank == 4 else np.stack
     return join([x for x, _ in pairs]), join([y for _, y in pairs])
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
-# Transitional (issue 11): old names forward to their new modules; remove when no caller uses them.
-_MOVED = {
-    "checks": ("scan", "ScanResult", "check_trainable", "save_scan", "load_scan",
-               "attach_metadata", "is_system_name"),
-    "duplicates": ("find_duplicates",),
-    "splits": ("make_split", "check_no_leakage", "check_ratios"),
-    "balance": ("size_rules", "oversample", "undersample"),
-}  # fmt: skip
-
-
-def __getattr__(name: str):
-    import importlib
-
-    for module, names in _MOVED.items():
-        if name in names:
-            return getattr(importlib.import_module(f"helpers.{module}"), name)
-    raise AttributeError(f"module 'helpers.dataset' has no attribute {name!r}")

@@ -38,11 +38,8 @@ def same_value_pairs(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def near_pairs(hashes: list[str], max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of hashes within ``max_distance`` bits (sklearn's Hamming radius search).
-
-    Hashes within ``max_distance`` bits of all zeros or all ones (flat images, plain
-    gradients) say nothing about the content and take no part.
-    """
+    """Pairs of hashes within ``max_distance`` bits (sklearn's Hamming radius search); hashes
+    near all zeros or all ones (flat images, plain gradients) say nothing and take no part."""
     bits = np.array([imagehash.hex_to_hash(h).hash.ravel() for h in hashes], dtype=bool)
     ones = bits.sum(axis=1)
     useful = np.flatnonzero((ones > max_distance) & (ones < bits.shape[1] - max_distance))
@@ -55,15 +52,11 @@ def near_pairs(hashes: list[str], max_distance: int) -> tuple[np.ndarray, np.nda
 
 
 def find_duplicates(df: pd.DataFrame, max_distance: int = DEFAULT_MAX_DISTANCE) -> pd.DataFrame:
-    """Cluster exact duplicates (same ``sha256``) and near duplicates (close ``dhash``).
+    """Cluster exact duplicates (same ``sha256``) and near ones (``dhash`` within
+    ``max_distance`` bits; negative: exact only); A~B and B~C put A, B, C in one cluster.
 
-    Only rows with a ``dhash`` (decoded images) take part; the others get cluster -1.
-    A~B and B~C put A, B and C in one cluster. A negative ``max_distance`` finds exact
-    copies only.
-
-    Returns:
-        A copy of ``df`` with ``dup_cluster`` (one id per cluster, in row order),
-        ``dup_size`` and ``dup_kind`` ("" alone, else "exact", "near" or "exact+near").
+    Returns a copy of ``df`` with ``dup_cluster`` (in row order; -1 for rows without a hash),
+    ``dup_size`` and ``dup_kind`` ("" alone, else "exact", "near" or "exact+near").
     """
     missing = [c for c in ("sha256", "dhash") if c not in df.columns]
     if missing:
@@ -95,31 +88,20 @@ def _multi_label(df: pd.DataFrame, key: str) -> pd.DataFrame:
 def label_conflicts(df: pd.DataFrame) -> list[tuple[str, str]]:
     """Pairs ``(relpath_a, relpath_b)`` of identical decoded files filed in two classes."""
     sub = _multi_label(df[df["dhash"].notna()], "sha256")
-    pairs = {
-        tuple(sorted((a.relpath, b.relpath)))
-        for _, grp in sub.groupby("sha256")
-        for a in grp.itertuples()
-        for b in grp.itertuples()
-        if a.label < b.label
-    }
-    return sorted(pairs)
+    pairs = sub.merge(sub, on="sha256")
+    pairs = pairs[pairs["label_x"] < pairs["label_y"]][["relpath_x", "relpath_y"]]
+    return sorted({tuple(sorted(pair)) for pair in pairs.to_numpy()})
 
 
 def drop_conflicts(files: pd.DataFrame) -> pd.DataFrame:
-    """Mark every file of a cross-class exact-duplicate group unusable, with the reason."""
+    """Mark every file of a cross-class exact-duplicate group unusable, naming the others."""
     out = files.copy()
     sub = _multi_label(out[out["dhash"].notna() & (out["status"] == "ok")], "sha256")
-    for _, grp in sub.groupby("sha256"):
-        for i, label in grp["label"].items():
-            others = grp[grp["label"] != label]
-            pairs = zip(others["relpath"], others["label"], strict=True)
-            where = ", ".join(f"{r} (class {c!r})" for r, c in pairs)
-            out.loc[i, ["status", "reason", "decode_path", "normalised"]] = [
-                "bad",
-                f"label conflict: identical to {where}",
-                None,
-                False,
-            ]
+    for i, row in sub.iterrows():
+        others = sub[(sub["sha256"] == row["sha256"]) & (sub["label"] != row["label"])]
+        where = ", ".join(f"{r} (class {c!r})" for r, c in others[["relpath", "label"]].values)
+        out.loc[i, "reason"] = f"label conflict: identical to {where}"
+    out.loc[sub.index, ["status", "decode_path", "normalised"]] = ["bad", None, False]
     return out
 
 

@@ -29,8 +29,11 @@ def _bars(ax, labels, values, texts, horizontal: bool = False, **style):
     bars = (ax.barh if horizontal else ax.bar)(at, values, **style)
     ax.bar_label(bars, labels=texts, fontsize=7, padding=2)
     (ax.set_yticks if horizontal else ax.set_xticks)(at, [str(label) for label in labels])
-    if horizontal:
+    if horizontal:  # Top-down, with room for the texts.
         ax.invert_yaxis()
+        ax.margins(x=0.1)
+    else:
+        ax.margins(y=0.1)
     return bars
 
 

@@ -34,15 +34,13 @@ def write_problem_files(folder: Path, image: np.ndarray, label: str = "real") ->
     jpeg = _encode(pil, "JPEG", quality=90)
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: the camera was held rotated by 90 degrees.
+    rotated = _encode(pil, "JPEG", quality=90, exif=exif)
     files = {
         "good.jpg": (jpeg, "a valid JPEG"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "a JPEG cut in half (interrupted copy)"),
         "empty.jpg": (b"", "a zero-byte file"),
         "notes.jpg": (b"This is a text file with a .jpg name.\n", "text named .jpg"),
-        "rotated.jpg": (
-            _encode(pil, "JPEG", quality=90, exif=exif),
-            "JPEG with an EXIF orientation tag (ignored by Keras)",
-        ),
+        "rotated.jpg": (rotated, "JPEG with an EXIF orientation tag (ignored by Keras)"),
     }
     for name, (mode, fmt, what) in _CONVERTED.items():
         gray16 = Image.fromarray(np.asarray(pil.convert("L"), dtype=np.uint16) * 257)
@@ -55,20 +53,10 @@ def write_problem_files(folder: Path, image: np.ndarray, label: str = "real") ->
 def make_user_style_dataset(
     demo_dir: Path, out_dir: Path, per_class: int | None = None
 ) -> dict[str, int]:
-    """A three-class dataset laid out the way users' folders really are, from a demo dataset.
-
-    Classes ``real``, ``print`` and ``screen`` come from the demo's attack types; the files
-    are spread over nested folders in mixed formats (JPEG with upper-case extensions, PNG,
-    WEBP) and joined by a few unusable files (truncated, text named ``.jpg``) and a system
-    file, so that the course's checks have work to do.
-
-    Args:
-        demo_dir: a folder written by ``helpers.demo_data.generate`` (with metadata.csv).
-        out_dir: a new folder; refused if it exists and is not empty.
-        per_class: the most images per class (None: all).
-
-    Returns:
-        Files written per class folder (bad files included).
+    """A three-class dataset laid out the way users' folders are, from a demo dataset's
+    ``demo_dir`` (``real``, ``print``, ``screen``; at most ``per_class`` images each): nested
+    folders, mixed formats (``.JPG``, PNG, WEBP), a few unusable files and a system file.
+    ``out_dir`` must be new (or empty). Returns the files written per class folder.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

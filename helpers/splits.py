@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -21,11 +20,8 @@ RECOMMENDED_RATIOS = {"train": (0.70, 0.80), "val": (0.10, 0.15), "test": (0.10,
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     """Validate ``(train, val, test)`` ratios; warn outside the course sheet's ranges."""
-    try:
-        r = tuple(float(x) for x in ratios)
-    except (TypeError, ValueError):
-        r = ()
-    if len(r) != 3 or not all(math.isfinite(x) and x > 0 for x in r):
+    r = tuple(float(x) for x in ratios)
+    if len(r) != 3 or not all(x > 0 for x in r):
         raise ValueError(f"ratios must be three numbers > 0 (train, val, test), got {ratios!r}.")
     if abs(sum(r) - 1.0) > 1e-6:
         raise ValueError(f"ratios must sum to 1, got {ratios!r}; e.g. (0.7, 0.15, 0.15).")
@@ -58,17 +54,11 @@ def make_split(
 ) -> pd.DataFrame:
     """Assign each usable file to train/val/test: stratified, group-aware, seeded, stable.
 
-    A unit (:func:`split_units`) goes to one split whole. Units are drawn with scikit-learn's
-    ``train_test_split``, stratified by the label of the unit's first file when every class
-    has enough units; the ratios count units, so large groups make the shares approximate.
-
-    With ``manifest_path``: files listed there (same relpath and sha256) keep their split,
-    new files join their unit's split if it has one, other new units are split at ``ratios``,
-    files gone are dropped with a warning; the manifest is then (re)written.
-
-    Returns:
-        The usable rows sorted by relpath, with ``split``, ``split_unit`` and ``split_origin``
-        ("manifest", "unit" or "new"); notes in ``.attrs["split_notes"]``.
+    A unit (:func:`split_units`) goes to one split whole: scikit-learn's ``train_test_split``
+    draws units, stratified by label when it can (ratios count units, so large groups make
+    shares approximate). Files of the manifest keep their split, new ones join their unit's
+    or are split at ``ratios``; the manifest is rewritten. Returns the usable rows by relpath
+    with ``split``, ``split_unit``, ``split_origin`` and ``.attrs["split_notes"]``.
     """
     r = check_ratios(ratios)
     missing = [c for c in ("relpath", "label") if c not in df]
@@ -90,7 +80,11 @@ def make_split(
     new = out["split"] == ""
     unit_labels = out[new].groupby("split_unit")["label"].first()
     out.loc[new, "split"] = out.loc[new, "split_unit"].map(_assign_units(unit_labels, r, seed))
-    out.attrs["split_notes"] = notes + _split_warnings(out, r)
+    table = pd.crosstab(out["label"], out["split"]).reindex(columns=SPLITS, fill_value=0)
+    for label, s in zip(*np.nonzero(table[["val", "test"]].to_numpy() == 0), strict=True):
+        notes.append(f"class {table.index[label]!r} has no image in {('val', 'test')[s]}.")
+        warnings.warn(f"make_split: {notes[-1]} Add images or groups.", stacklevel=2)
+    out.attrs["split_notes"] = notes
     if manifest is not None:
         write_manifest(out, manifest)
     return out
@@ -123,27 +117,14 @@ def _reuse_manifest(out: pd.DataFrame, manifest: Path) -> list[str]:
     kept = key.isin(old_split.index)
     out.loc[kept, "split"] = key[kept].map(old_split)
     out.loc[kept, "split_origin"] = "manifest"
-    notes = [f"manifest {manifest.name}: {kept.sum()} file(s) kept their split, the rest is new."]
-    changed = out.loc[~kept & out["relpath"].isin(old["relpath"]), "relpath"]
-    if len(changed):
-        notes.append(f"{len(changed)} changed file(s) treated as new, e.g. {changed.iloc[0]}.")
+    notes = [f"{kept.sum()} of {len(out)} file(s) kept their split from {manifest.name}."]
+    changed = out.loc[~kept & out["relpath"].isin(old["relpath"]), "relpath"].tolist()
+    if changed:
+        notes.append(f"{len(changed)} changed file(s) treated as new, e.g. {changed[0]}.")
     gone = sorted(set(old["relpath"]) - set(out["relpath"]))
     if gone:
         notes.append(f"{len(gone)} file(s) of the manifest are gone and dropped, e.g. {gone[0]}.")
         warnings.warn(f"make_split: {notes[-1]}", stacklevel=3)
-    return notes
-
-
-def _split_warnings(out: pd.DataFrame, r: tuple) -> list[str]:
-    """Notes on shares far from the ratios; a warning for each class missing from val or test."""
-    share = out["split"].value_counts(normalize=True).reindex(SPLITS, fill_value=0)
-    notes = []
-    if len(out) and (abs(share.to_numpy() - r) > 0.05).any():
-        notes.append(f"shares {share.round(2).to_dict()}: groups this large make them approximate.")
-    table = pd.crosstab(out["label"], out["split"]).reindex(columns=SPLITS, fill_value=0)
-    for label, s in zip(*np.nonzero(table[["val", "test"]].to_numpy() == 0), strict=True):
-        notes.append(f"class {table.index[label]!r} has no image in {('val', 'test')[s]}.")
-        warnings.warn(f"make_split: {notes[-1]} Add images or groups.", stacklevel=3)
     return notes
 
 

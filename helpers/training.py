@@ -64,8 +64,9 @@ class Diagnosis:
 
 def _curve(history: Mapping, names: Sequence[str], prefix: str = "") -> list[float]:
     for name in names:
-        if len(history.get(prefix + name) or []) > 0:
-            return [float(v) for v in history[prefix + name]]
+        values = history.get(prefix + name)
+        if values is not None and len(values) > 0:
+            return [float(v) for v in values]
     return []
 
 
@@ -86,29 +87,21 @@ def diagnose(history: Mapping[str, Any], tolerance: float = 0.02) -> Diagnosis:
     4. "good" (see :func:`_good`). Loss-only histories skip rules 2 and 3b.
     """
     loss, vloss = _curve(history, ["loss"]), _curve(history, ["loss"], "val_")
-    if not loss or not vloss or tolerance < 0:
-        raise ValueError(
-            f"history needs 'loss' and 'val_loss' lists (got {sorted(history)}), "
-            f"tolerance >= 0 (got {tolerance})."
-        )
+    if not loss or not vloss:
+        raise ValueError(f"history needs 'loss' and 'val_loss' lists; got {sorted(history)}.")
     n = min(len(loss), len(vloss))
     acc, vacc = _curve(history, ACCURACY_KEYS)[:n], _curve(history, ACCURACY_KEYS, "val_")[:n]
     acc, vacc = (acc, vacc) if acc and vacc else ([], [])
     evidence: dict[str, Any] = {"epochs": n, "has_accuracy": bool(acc)}
     if n < MIN_EPOCHS:
-        sentence = f"Too short to tell: {n} epoch{'s' * (n != 1)}; at least {MIN_EPOCHS} are"
+        why = f"{n} epoch{'s' * (n != 1)}; at least {MIN_EPOCHS} are needed to see a trend."
         return Diagnosis(
-            "too short to tell",
-            f"{sentence} needed to see a trend.",
-            evidence,
-            ["train for more epochs"],
+            "too short to tell", f"Too short to tell: {why}", evidence, ["more epochs"]
         )
     loss, vloss, w, best = loss[:n], vloss[:n], min(WINDOW, n - 1), int(np.argmin(vloss[:n]))
     rise = _relative(vloss[-1] - vloss[best], vloss[best])
-    rose, fell = (
-        rise > tolerance and loss[-1] < loss[best],
-        f"{vloss[best]:.2f} at epoch {best + 1}",
-    )
+    rose = rise > tolerance and loss[-1] < loss[best]
+    fell = f"{vloss[best]:.2f} at epoch {best + 1}"
     evidence.update(val_loss_min=vloss[best], val_loss_min_epoch=best + 1, window=w)
     if acc and max(acc) < LOW_ACCURACY and max(vacc) < LOW_ACCURACY:
         a, v = int(np.argmax(acc)), int(np.argmax(vacc))

@@ -221,7 +221,7 @@ def _row(table: pd.DataFrame, name: str) -> pd.Series:
 
 
 def accuracy_status(drop: float, pass_below: float, fail_above: float) -> str:
-    """ "pass" below ``pass_below``, "borderline" up to ``fail_above`` (included), else "fail"."""
+    """Status of an accuracy drop: pass below ``pass_below``, borderline up to ``fail_above``."""
     if drop < pass_below - _EPS:
         return "pass"
     return "borderline" if drop <= fail_above + _EPS else "fail"
@@ -239,11 +239,12 @@ def _delta_rule(table: pd.DataFrame, name: str, deltas: tuple[float, float]) -> 
     drop = acc32 - float(row["accuracy"])
     status = accuracy_status(drop, *deltas)
     evidence = (
-        f"accuracy {acc32:.4f} → {row['accuracy']:.4f}: {_change(drop)} ({status}: pass below "
+        f"accuracy {acc32:.4f} → {row['accuracy']:.4f}: {_change(drop)} (pass below "
         f"{deltas[0]:.0%}, fail above {deltas[1]:.0%}); same class as Keras on "
         f"{row['agreement_with_keras']:.1%} of the images"
     )
-    return [f"float32 vs {name}: accuracy delta", status, drop, deltas[1], evidence]
+    label = "INT8" if name == "int8" else name
+    return [f"float32 vs {label}: accuracy delta", status, drop, deltas[1], evidence]
 
 
 def _recommend(identical: bool, int8: str, float16: str | None) -> tuple[str | None, str]:
@@ -322,17 +323,15 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
-def _io_entry(detail: Mapping, meaning: str) -> dict:
-    """A tensor's dtype, shape and quantization, and how to feed or read it."""
+def _io_entry(detail: Mapping, key: str, text: str) -> dict:
+    """A tensor's dtype, shape and quantization, and how to feed or read it (``key``)."""
     q = _quantization(detail)
-    if q is not None:
-        meaning += (
-            "; then quantized: round(value / scale) + zero_point"
-            if "pixel" in meaning
-            else "; dequantize first: (value - zero_point) * scale"
-        )
+    if q is not None and key == "pixels":
+        text += "; then quantized: round(pixel / scale) + zero_point"
+    elif q is not None:
+        text += "; dequantize first: (value - zero_point) * scale"
     dtype, shape = np.dtype(detail["dtype"]).name, detail["shape"]
-    return {"dtype": dtype, "shape": shape, "quantization": q, "meaning": meaning}
+    return {"dtype": dtype, "shape": shape, "quantization": q, key: text}
 
 
 def write_metadata(
@@ -349,7 +348,7 @@ def write_metadata(
     if not 0 < float(threshold) < 1:
         raise ValueError(f"threshold={threshold} must be strictly between 0 and 1.")
     model, classes = LiteModel(tflite_path, num_threads=1), _check_classes(classes)
-    pixels = "RGB pixels 0-255, resized (bilinear, antialias) as in training"
+    pixels = "RGB pixels in 0-255, resized (bilinear, antialias) as in training"
     meaning = "probability of each class, in the order of 'classes' (softmax)"
     rule = "the class with the highest probability"
     if len(classes) == 2:
@@ -360,8 +359,9 @@ def write_metadata(
         "model_file": model.path.name,
         "classes": classes,
         "num_classes": len(classes),
-        "input": _io_entry(model.input_details, pixels) | {"height": height, "width": width},
-        "output": _io_entry(model.output_details, meaning),
+        "input": _io_entry(model.input_details, "pixels", pixels)
+        | {"height": height, "width": width, "pixel_range": [0, 255]},
+        "output": _io_entry(model.output_details, "meaning", meaning),
         "decision_threshold": float(threshold) if len(classes) == 2 else None,
         "decision_rule": rule,
         "metrics": dict(metrics or {}),

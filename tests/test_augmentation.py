@@ -1,16 +1,35 @@
-"""The sheet's anti-spoofing augmentation: ranges, flip probability, pixel range, placement."""
+"""The sheet's augmentation as notebook 02 writes it (its cell, run here), and what 02 measures."""
 
 from __future__ import annotations
 
-import warnings
+import json
+from pathlib import Path
 
 import keras
+import nbformat
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from helpers import augmentation as aug
-from helpers import backbones
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_augmentation.ipynb"
+
+
+def _build(flip: bool = True):
+    """Notebook 02's ``build_augmentation``, from the cell that defines it."""
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    [source] = [c.source for c in cells if "def build_augmentation(" in c.source]
+    namespace = {
+        "keras": keras,
+        "FLIP": flip,
+        "BRIGHTNESS": 0.2,
+        "CONTRAST": 0.2,
+        "SATURATION": 0.2,
+    }
+    keras.utils.set_random_seed(0)
+    exec(source, namespace)
+    return namespace["build_augmentation"]
 
 
 def _images(n: int = 64, size: int = 24, seed: int = 0) -> np.ndarray:
@@ -31,48 +50,37 @@ def _saturation(images: np.ndarray) -> np.ndarray:
     return np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
 
 
-def _single(layer_name: str, images: np.ndarray, seed: int = 1) -> np.ndarray:
-    """Run one jitter alone (the others off) in training mode."""
-    kwargs = {"flip": False, "brightness": 0, "contrast": 0, "saturation": 0}
-    kwargs[layer_name] = 0.2
-    model = aug.build_augmentation(**kwargs, seed=seed)
+def _single(name: str, images: np.ndarray) -> np.ndarray:
+    """One jitter at the sheet's ±0.2, the others off, no flip, in training mode."""
+    ranges = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, name: 0.2}
+    model = _build(flip=False)(**ranges)
     return keras.ops.convert_to_numpy(model(images, training=True))
 
 
-def test_sheet_ranges_and_layers():
-    assert aug.SHEET_RANGES == {
-        "flip_probability": 0.5,
-        "brightness": 0.2,
-        "contrast": 0.2,
-        "saturation": 0.2,
-    }
-    model = aug.build_augmentation(seed=0)
+def test_the_sheet_layers_with_keras_3_ranges():
+    model = _build()(0.2, 0.2, 0.2)
     kinds = [type(layer) for layer in model.layers]
-    assert kinds[:4] == [
+    assert kinds == [
         keras.layers.RandomFlip,
         keras.layers.RandomBrightness,
         keras.layers.RandomContrast,
         keras.layers.RandomSaturation,
     ]
-    assert model.get_layer("flip").mode == "horizontal"
-    assert tuple(model.get_layer("brightness").value_range) == (0, 255)
-    assert tuple(model.get_layer("contrast").value_range) == (0, 255)
-
-
-def test_saturation_factor_maps_pm_delta_to_keras_factor():
-    low, high = aug.saturation_factor(0.2)
-    # Keras multiplies the saturation by f / (1 - f).
-    assert low / (1 - low) == pytest.approx(0.8)
-    assert high / (1 - high) == pytest.approx(1.2)
-    assert aug.saturation_factor(0.0) == pytest.approx((0.5, 0.5))
-    with pytest.raises(ValueError, match="saturation=1"):
-        aug.saturation_factor(1.0)
+    flip, brightness, contrast, saturation = model.layers
+    assert flip.mode == "horizontal"
+    assert tuple(brightness.value_range) == tuple(contrast.value_range) == (0, 255)
+    # Keras 3.15 reads RandomContrast(0.2) as (0, 0.2): contrast would only go up.
+    assert tuple(keras.layers.RandomContrast(0.2).factor) == (0, 0.2)
+    assert tuple(contrast.factor) == (0.2, 0.2)
+    # RandomSaturation multiplies by f / (1 - f): the factor range gives 0.8 and 1.2.
+    low, high = saturation.factor
+    assert low / (1 - low) == pytest.approx(0.8) and high / (1 - high) == pytest.approx(1.2)
+    assert [type(layer) for layer in _build(flip=False)(0.2, 0.2, 0.2).layers] == kinds[1:]
 
 
 def test_brightness_shift_is_within_pm_20_percent_of_the_range():
     x = _images()
-    y = _single("brightness", x)
-    shift = (y - x).mean(axis=(1, 2, 3))
+    shift = (_single("brightness", x) - x).mean(axis=(1, 2, 3))
     assert np.all(np.abs(shift) <= 0.2 * 255 + 1e-3)
     # The draws cover the range (not a constant), both directions.
     assert shift.min() < -0.1 * 255 and shift.max() > 0.1 * 255
@@ -107,12 +115,6 @@ def test_saturation_change_stays_within_about_pm_20_percent_and_keeps_hue():
     assert np.minimum(shift, 1 - shift).max() < 1e-3
 
 
-def test_contrast_layer_gets_a_symmetric_factor():
-    # Keras 3.15 reads RandomContrast(0.2) as (0, 0.2): contrast would only go up.
-    layer = aug.build_augmentation(seed=0).get_layer("contrast")
-    assert tuple(layer.factor) == (0.2, 0.2)
-
-
 def test_plain_keras_saturation_factor_is_not_a_delta():
     # RandomSaturation(0.2) draws f in [0, 0.2]: the saturation drops to 25 % at most.
     x = _images(n=32)
@@ -122,10 +124,9 @@ def test_plain_keras_saturation_factor_is_not_a_delta():
 
 def test_flip_probability_is_about_one_half():
     x = _gradients(n=400)
-    model = aug.build_augmentation(brightness=0, contrast=0, saturation=0, seed=3)
-    y = keras.ops.convert_to_numpy(model(x, training=True))
-    flipped = np.all(np.isclose(y, x[:, :, ::-1]), axis=(1, 2, 3))
-    kept = np.all(np.isclose(y, x), axis=(1, 2, 3))
+    y = keras.ops.convert_to_numpy(_build()(0.0, 0.0, 0.0)(x, training=True))
+    flipped = np.all(np.isclose(y, x[:, :, ::-1], atol=1e-3), axis=(1, 2, 3))
+    kept = np.all(np.isclose(y, x, atol=1e-3), axis=(1, 2, 3))
     assert np.all(flipped | kept)
     # 400 draws: the standard deviation of the rate is 0.025; 4 sigma either side.
     assert 0.4 < flipped.mean() < 0.6
@@ -139,7 +140,7 @@ def test_output_stays_within_0_255_even_on_extreme_images():
             rng.uniform(0, 255, (32, 16, 16, 3)),
         ]
     ).astype("float32")
-    model = aug.build_augmentation(seed=5)
+    model = _build()(0.2, 0.2, 0.2)
     for _ in range(3):
         y = keras.ops.convert_to_numpy(model(x, training=True))
         assert y.min() >= 0.0 and y.max() <= 255.0
@@ -148,26 +149,28 @@ def test_output_stays_within_0_255_even_on_extreme_images():
 
 def test_inference_mode_is_the_identity():
     x = _images(n=4)
-    model = aug.build_augmentation(seed=0)
+    model = _build()(0.2, 0.2, 0.2)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x, training=False)), x)
 
 
-def test_check_ranges_warns_at_0_5_not_at_0_2():
-    assert aug.check_ranges(0.2, 0.2, 0.2) == []
-    messages = aug.check_ranges(0.5, 0.2, 0.5)
-    assert len(messages) == 2
-    assert all("Data augmentation too aggressive" in m for m in messages)
-    assert "brightness" in messages[0] and "saturation" in messages[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        aug.build_augmentation(seed=0)  # the sheet's ranges: no warning
-    with pytest.warns(UserWarning, match="too aggressive: contrast"):
-        aug.build_augmentation(contrast=0.5, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        aug.build_augmentation(contrast=0.5, seed=0, warn=False)
-    with pytest.raises(ValueError, match="brightness=-0.1"):
-        aug.check_ranges(-0.1, 0.2, 0.2)
+def test_the_config_saved_for_notebooks_03_04_rebuilds_the_same_layers():
+    model = _build()(0.2, 0.2, 0.2)
+    config = json.loads(json.dumps(model.get_config()))  # As augmentation.json stores it.
+    rebuilt = keras.Sequential.from_config(config)
+    assert [type(layer) for layer in rebuilt.layers] == [type(layer) for layer in model.layers]
+    for old, new in zip(model.layers[1:], rebuilt.layers[1:], strict=True):
+        assert tuple(new.factor) == pytest.approx(tuple(old.factor))
+        assert tuple(new.value_range) == tuple(old.value_range)
+
+
+def test_too_aggressive_ranges_are_named_at_0_5_not_at_0_2(capsys):
+    build = _build()
+    build(0.2, 0.2, 0.2)
+    assert capsys.readouterr().out == ""
+    build(0.5, 0.2, 0.5)
+    out = capsys.readouterr().out
+    assert "too aggressive" in out and "'brightness': 0.5" in out and "'saturation': 0.5" in out
+    assert "contrast" not in out
 
 
 def test_augmentation_need_thresholds():
@@ -181,52 +184,15 @@ def test_augmentation_need_thresholds():
         aug.augmentation_need({})
 
 
-def test_augment_dataset_maps_batches_and_keeps_labels():
-    x = _images(n=20, size=16)
-    y = np.arange(20, dtype="float32").reshape(-1, 1)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    out = aug.augment_dataset(ds, aug.build_augmentation(seed=0), seed=1)
-    images, labels = zip(*[(a.numpy(), b.numpy()) for a, b in out], strict=True)
-    np.testing.assert_array_equal(np.concatenate(labels), y)
-    assert not np.allclose(np.concatenate(images), x)
-    with pytest.raises(ValueError, match="batched"):
-        aug.augment_dataset(tf.data.Dataset.from_tensor_slices((x, y)), aug.build_augmentation())
-
-
-def test_augment_dataset_seed_is_reproducible_when_deterministic():
-    x = _images(n=48, size=16)
-    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros((48, 1), "float32"))).batch(8)
-    model = aug.build_augmentation(seed=0)
-
-    def draw():
-        out = aug.augment_dataset(ds, model, seed=7, deterministic=True)
-        return np.concatenate([a.numpy() for a, _ in out])
-
-    np.testing.assert_array_equal(draw(), draw())
-
-
-def test_throughput_is_positive():
+def test_throughput_is_positive_and_needs_batches():
     x = _images(n=24, size=32)
     ds = tf.data.Dataset.from_tensor_slices((x, np.zeros((24, 1), "float32"))).batch(4)
-    assert aug.augmentation_throughput(ds, aug.build_augmentation(), batches=3) > 0
-
-
-def test_augmentation_is_not_inside_the_classifier():
-    backbone, _ = backbones.build_backbone("MobileNetV3Small", None, (64, 64, 3), verbose=False)
-    model = backbones.build_classifier(backbone, 2)
-
-    def every_layer(m):
-        for layer in m.layers:
-            yield layer
-            if hasattr(layer, "layers"):
-                yield from every_layer(layer)
-
-    inside = [
-        layer.name
-        for layer in every_layer(model)
-        if isinstance(layer, (*aug.AUGMENTATION_LAYER_TYPES, aug.ClipPixels))
-    ]
-    assert inside == []
+    layers = _build()(0.2, 0.2, 0.2)
+    assert aug.augmentation_throughput(ds, layers, batches=3) > 0
+    with pytest.raises(ValueError, match="batches=0"):
+        aug.augmentation_throughput(ds, layers, batches=0)
+    with pytest.raises(ValueError, match="fewer than 2 batches"):
+        aug.augmentation_throughput(ds.take(1), layers, batches=3)
 
 
 def test_augmentation_grid_has_original_plus_draws():
@@ -235,7 +201,7 @@ def test_augmentation_grid_has_original_plus_draws():
     matplotlib.use("Agg")
     from helpers import plots
 
-    fig = plots.augmentation_grid(_gradients(n=2), aug.build_augmentation(seed=0), draws=3)
+    fig = plots.augmentation_grid(_gradients(n=2), _build()(0.2, 0.2, 0.2), draws=3)
     axes = fig.axes
     assert len(axes) == 2 * 4
     assert axes[0].get_title() == "original" and axes[3].get_title() == "draw 3"

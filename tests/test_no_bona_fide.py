@@ -18,7 +18,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import antispoofing, demo_data, runner, runs, verification
+from helpers import antispoofing, demo_data, runs, verification
+from helpers.batch import preflight, runner
 
 NOTEBOOKS = "01,03,04,05,06,07"
 CLASSES = {"none": "other", "print": "print", "screen": "screen"}  # demo attack type -> class
@@ -62,7 +63,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("no_bona_fide")
     parameters = {"DATA_DIR": str(make_dataset(root)), **PARAMETERS}
     notebooks = runner.select_notebooks(NOTEBOOKS)
-    assert runner.check_parameters(parameters, notebooks) == []
+    assert preflight.check_parameters(parameters, notebooks) == []
     run_dir = root / "run"
     run_dir.mkdir()
     result = runner.execute_run(run_dir, notebooks, "small", parameters, reporter=None)
@@ -119,7 +120,8 @@ def test_notebooks_05_and_06_export_models(run):
     assert (export / metadata["model_file"]).is_file()
     assert (export / verification.LABELS_FILE).read_text().split() == ["other", "print", "screen"]
     entry = runs.load_record(run_dir)["notebooks"]["06_verification"]
-    assert entry["parameters"]["BONA_FIDE_CLASS"] is None
+    assert entry["parameters"]["BONA_FIDE_CLASS"] == "real"  # Recorded as given, and unused:
+    assert metadata["bona_fide_class"] is None and metadata["bona_fide_threshold"] is None
     assert not (run_dir / antispoofing.THRESHOLD_FILE).exists()
     printed, errors = _outputs(run_dir / "06_verification.ipynb")
     assert errors == [] and "No bona fide threshold" in printed

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pydantic
 import pytest
 from PIL import Image
 
@@ -150,7 +151,9 @@ def test_import_loads_neither_keras_nor_pandas():
 )
 def test_value_types_follow_the_declared_default(default, value, ok):
     """A parameter without a course rule takes values of its default's type."""
-    assert (preflight.check_value("P", value, "01_x", default) is None) is ok
+    kind, field = preflight.default_rule("01_x", "P", default)
+    model = pydantic.create_model("M", __base__=preflight.CourseParameters, P=(kind, field))
+    assert (preflight.check({"P": value}, model) == []) is ok
 
 
 def test_course_rules_decide_for_the_parameters_they_know():
@@ -163,7 +166,7 @@ def test_course_rules_decide_for_the_parameters_they_know():
     assert len(problems) == 2 and problems[0].startswith("BACKBONE=None")
     assert problems[1].startswith("EPOCHS=0: must be an integer ≥ 1")
     date = datetime.date(2024, 1, 1)
-    assert "cannot be injected" in preflight.check_value("P", date, "01_x", "None")
+    assert "cannot inject" in preflight.check_parameters({"SEED": date}, notebooks)[0]
     assert preflight.check_parameters({"RUN_DIR": "x"}, notebooks)[0].startswith("RUN_DIR is set")
 
 
@@ -298,7 +301,6 @@ def test_good_parameters_and_data_pass(tmp_path):
         "SPLIT_RATIOS": [0.8, 0.1, 0.1],
         "CLASS_WEIGHTS": True,
         "UNFREEZE_FROM": -20,
-        "HARD_SWISH": None,
     }
     assert preflight.check(good) == []
     preflight.preflight(good)  # Raises on any problem.

@@ -35,8 +35,9 @@ run_dir = runs.resolve_run_dir(RUN_DIR)
 settings = config.profile_settings(PROFILE)
 runs.write_json(run_dir / "weights.json", {"backbone": "Tiny", "weights": "imagenet",
                                            "pretrained": True, "fallback": False})
-runs.record_notebook(run_dir, "01_prep", {"SIZE": SIZE, "RATE": RATE, "FLAG": FLAG,
-                     "RATIOS": list(RATIOS), "OPTION": OPTION or "chosen", "PROFILE": settings["profile"]},
+resolved = {"SIZE": SIZE, "RATE": RATE, "FLAG": FLAG, "RATIOS": list(RATIOS),
+            "OPTION": OPTION or "chosen", "PROFILE": settings["profile"]}
+runs.record_notebook(run_dir, "01_prep", resolved,
                      {"score": SIZE * RATE, "nested": {"a": 1.0, "b": float("nan")}})
 """
 TRAIN_PARAMETERS = """\
@@ -171,7 +172,14 @@ rank_by: 02_train.val_accuracy
     # A YAML syntax error: the file, line and column, in one line, no traceback.
     broken = write_grid(tmp_path / "broken.yaml", "grid:\n  SIZE: [96, 128\nfixed: {}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "helpers.batch.sweep", str(broken), "--notebooks-dir", str(notebooks)],
+        [
+            sys.executable,
+            "-m",
+            "helpers.batch.sweep",
+            str(broken),
+            "--notebooks-dir",
+            str(notebooks),
+        ],
         cwd=config.PROJ_ROOT,
         capture_output=True,
         text=True,
@@ -193,9 +201,10 @@ def test_validation_names_and_types(tmp_path, notebooks):
     text = problems(
         "SIZE=96,big", "RATE=fast", "FLAG=1", "LEARNING_RATE=true", "RATIOS=0.5", "LABEL=3"
     )
-    assert "SIZE='big' is a str, but 01_prep declares SIZE = 96 (expects int)" in text
-    assert "RATE='fast'" in text and "FLAG=1 is a int" in text
-    assert "LEARNING_RATE=True is a bool" in text and "RATIOS=0.5" in text and "LABEL=3" in text
+    assert "SIZE='big': must be of type int, as 01_prep declares SIZE = 96" in text
+    assert "RATE='fast'" in text and "FLAG=1: must be of type bool" in text
+    assert "LEARNING_RATE=True: must be a number > 0" in text  # The course's rule.
+    assert "RATIOS=0.5: must be of type list or tuple" in text and "LABEL=3" in text
     assert "SIZE=96 " not in text  # The good value of the axis is not reported.
     assert "6 problem(s), nothing ran" in text
     assert "set by the runner" in problems("RUN_DIR=x")

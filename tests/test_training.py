@@ -1,10 +1,13 @@
-"""Two-phase training helpers: diagnosis, warnings, feature cache, evaluation, saving, guard."""
+"""Training: the diagnosis, limits, evaluation, saving and guard of helpers.training, and the
+Keras code of notebooks 03-04 (their cells, run here): the head, the feature cache, unfreeze."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +15,8 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from helpers import backbones, training
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------
 # Learning-curve diagnosis on hand-made histories
@@ -144,12 +149,13 @@ def test_short_history_and_bad_input():
 
 
 # ---------------------------------------------------------------------------------------
-# Fine-tuning warnings and compiling
+# Fine-tuning limits, notebook 04's unfreeze and notebook 03's feature cache
 # ---------------------------------------------------------------------------------------
 
 
 def test_finetune_warnings_edges():
     assert training.finetune_warnings(1e-5, 10) == []
+    assert training.finetune_warnings(10**-5, 10) == []
     [message] = training.finetune_warnings(1e-4, 10)
     assert message.startswith(
         "LR too high in fine-tuning: destroys the pretrained weights; use 1e-5 at most"
@@ -157,72 +163,55 @@ def test_finetune_warnings_edges():
     [message] = training.finetune_warnings(1e-5, 11)
     assert message.startswith("Too many epochs in fine-tuning:")
     assert len(training.finetune_warnings(1e-3, 20)) == 2
-
-
-def test_warn_finetune_prints_a_banner_and_warns(capsys):
-    with pytest.warns(UserWarning, match="LR too high"):
-        training.warn_finetune(1e-4, 5)
-    err = capsys.readouterr().err
-    assert "FINE-TUNING ANTI-PATTERN" in err and err.startswith("!!!")
-
-
-def test_finetune_warnings_flag_trainable_batchnorm():
-    inputs = keras.Input((4, 4, 3))
-    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
-    [message] = training.finetune_warnings(1e-5, 5, model)
-    assert message.startswith("BatchNorm updated in fine-tuning") and "'bn'" in message
-    model.get_layer("bn").trainable = False
-    assert training.finetune_warnings(1e-5, 5, model) == []
-
-
-def _dense(units: int, activation: str, features: int = 4) -> keras.Model:
-    inputs = keras.Input((features,))
-    return keras.Model(inputs, keras.layers.Dense(units, activation=activation)(inputs))
-
-
-def test_compile_model_losses_and_metrics():
-    binary = training.compile_model(_dense(1, "sigmoid"), 1e-3, 2)
-    assert isinstance(binary.loss, keras.losses.BinaryCrossentropy)
-    assert isinstance(binary.optimizer, keras.optimizers.Adam)
-    assert float(binary.optimizer.learning_rate) == pytest.approx(1e-3)
-    multi = training.compile_model(_dense(3, "softmax"), 1e-5, 3)
-    assert isinstance(multi.loss, keras.losses.CategoricalCrossentropy)
-    sparse = training.compile_model(_dense(3, "softmax"), 1e-5, 3, label_mode="int")
-    assert isinstance(sparse.loss, keras.losses.SparseCategoricalCrossentropy)
-    with pytest.raises(ValueError, match="num_classes=3"):
-        training.compile_model(_dense(1, "sigmoid"), 1e-3, 3)
     with pytest.raises(ValueError, match="learning_rate"):
-        training.compile_model(_dense(1, "sigmoid"), 0, 2)
+        training.finetune_warnings(0, 5)
 
 
-# ---------------------------------------------------------------------------------------
-# fit, class weights and the feature cache
-# ---------------------------------------------------------------------------------------
+def _cell(notebook: str, marker: str, **namespace) -> dict:
+    """Run the code cell of ``notebooks/<notebook>.ipynb`` that contains ``marker``."""
+    cells = nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
+    [source] = [c.source for c in cells if c.cell_type == "code" and marker in c.source]
+    namespace = {"keras": keras, "np": np, "pd": pd, **namespace}
+    exec(source, namespace)
+    return namespace
 
 
-def _imbalanced(n: int = 200, seed: int = 0):
-    """Toy features: 90 % class 1, classes overlapping (the bias matters)."""
-    rng = np.random.default_rng(seed)
-    labels = (rng.uniform(size=(n, 1)) < 0.9).astype("float32")
-    features = (rng.normal(size=(n, 4)) + 0.3 * labels).astype("float32")
-    return features, labels
+def _classifier(size: int = 32) -> keras.Model:
+    """Notebook 03's classifier on a small random MobileNetV3Small."""
+    base, _ = backbones.build_backbone("MobileNetV3Small", None, (size, size, 3), verbose=False)
+    base.trainable = False
+    cell = _cell(
+        "03_phase1",
+        "def build_model(",
+        base_model=base,
+        shape=(size, size, 3),
+        classes=["fake", "real"],
+        DROPOUT_RATE=0.2,
+    )
+    return cell["model"]
 
 
-def test_fit_history_and_class_weight_change_the_bias():
-    features, labels = _imbalanced()
-    ds = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
-    biases = {}
-    for name, weights in (("none", None), ("weighted", {0: 10.0, 1: 1.0})):
-        keras.utils.set_random_seed(0)
-        model = training.compile_model(_dense(1, "sigmoid"), 0.05, 2)
-        history = training.fit(model, ds, ds, 8, class_weight=weights, patience=None, verbose=0)
-        biases[name] = float(model.layers[-1].bias.numpy()[0])
-    assert history["epochs_run"] == 8 and 1 <= history["best_epoch"] <= 8
-    assert {"loss", "val_loss", "accuracy", "val_auc", "seconds"} <= set(history)
-    # Weighting the rare class 0 ten times pulls the output (and the bias) towards it.
-    assert biases["weighted"] < biases["none"] - 0.5
-    with pytest.raises(ValueError, match="class index"):
-        training.fit(model, ds, ds, 1, class_weight={"fake": 2.0})
+def test_unfreeze_keeps_every_batchnorm_frozen_and_honours_unfreeze_from():
+    model = _classifier()
+    base = model.layers[1]
+    batchnorm = [
+        layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    unfreeze = _cell("04_phase2", "def unfreeze(", UNFREEZE_FROM=None)["unfreeze"]
+    assert unfreeze(model) is base and base.trainable
+    assert batchnorm and not any(layer.trainable for layer in batchnorm)
+    assert all(layer.trainable for layer in base.layers if layer not in batchnorm)
+    unfreeze(model, keep_batchnorm_frozen=False)
+    assert all(layer.trainable for layer in batchnorm)
+    middle = base.layers[len(base.layers) // 2].name
+    unfreeze = _cell("04_phase2", "def unfreeze(", UNFREEZE_FROM=middle)["unfreeze"]
+    unfreeze(model)
+    start = [layer.name for layer in base.layers].index(middle)
+    assert not any(layer.trainable for layer in base.layers[:start])
+    assert base.layers[start].trainable or isinstance(base.layers[start], type(batchnorm[0]))
+    unfreeze = _cell("04_phase2", "def unfreeze(", UNFREEZE_FROM="no_such_layer")["unfreeze"]
+    with pytest.raises(ValueError, match="UNFREEZE_FROM='no_such_layer'"):
+        unfreeze(model)
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +219,7 @@ def lite0():
     backbone, _ = backbones.build_backbone(
         "EfficientNetLite0", "imagenet", (64, 64, 3), verbose=False
     )
+    backbone.trainable = False
     return backbone
 
 
@@ -242,71 +232,61 @@ def _images(n: int = 64, seed: int = 0):
     return images, labels
 
 
-def test_fit_head_on_features_passes_class_weight(lite0):
-    images, labels = _images()
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
-    features = training.cache_features(lite0, ds)
-    biases = []
-    for weights in (None, {0: 10.0, 1: 1.0}):
-        classifier = backbones.build_classifier(lite0, 2, dropout_rate=0.0)
-        classifier.get_layer("head").set_weights(
-            [np.zeros((1280, 1), "float32"), np.zeros(1, "float32")]
-        )
-        training.fit_head_on_features(
-            classifier, features, None, 3, class_weight=weights, shuffle=False, verbose=0
-        )
-        biases.append(float(classifier.get_layer("head").bias.numpy()[0]))
-    assert biases[1] < biases[0] - 1e-3
-
-
 def test_feature_cache_is_equivalent_to_end_to_end_frozen_training(lite0):
-    """Same head weights give the same predictions; 2 epochs give (almost) the same weights.
+    """Notebook 03's head trained on ``base_model.predict`` features = trained end to end.
 
-    The end-to-end classifier sees the same batches in the same order (no shuffle, no
-    augmentation, dropout 0) and its frozen backbone computes, inside fit, the features
-    that were cached, so Adam gets the same gradients up to float rounding (the features
-    are computed in a different graph, in a different summation order). The weights can
-    then only match within a tolerance, not bit for bit; Adam's step normalisation can
-    amplify rounding on near-zero gradients, hence 1e-4 against steps of about 5e-3.
-    Lite0 has no Dropout inside the backbone; Keras' EfficientNetB0-B7 do (stochastic
-    depth), and in Keras 3 the outer ``training=True`` of fit reaches them, so there the
-    end-to-end phase 1 is not equivalent to training on cached features.
+    The end-to-end classifier sees the same batches in the same order (no shuffle, dropout 0)
+    and its frozen backbone computes, inside fit, the features that were cached, so Adam gets
+    the same gradients up to float rounding (another graph, another summation order): the
+    weights match within a tolerance, not bit for bit. Lite0 has no Dropout inside the
+    backbone; Keras' EfficientNetB0-B7 do (stochastic depth), and in Keras 3 the outer
+    ``training=True`` of fit reaches them, so there the two routes are not equivalent.
     """
+    build_model = _cell(
+        "03_phase1",
+        "def build_model(",
+        base_model=lite0,
+        shape=(64, 64, 3),
+        classes=["fake", "real"],
+        DROPOUT_RATE=0.0,
+    )["build_model"]
     images, labels = _images(96)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
-    features = training.cache_features(lite0, ds)
-    assert features[0].shape == (96, 1280)
-
-    end_to_end = backbones.build_classifier(lite0, 2, dropout_rate=0.0, name="end_to_end")
-    cached = backbones.build_classifier(lite0, 2, dropout_rate=0.0, name="cached")
+    end_to_end, cached = build_model(lite0), build_model(lite0)
     initial = end_to_end.get_layer("head").get_weights()
     cached.get_layer("head").set_weights(initial)
-
-    training.compile_model(end_to_end, 1e-3, 2)
-    training.fit(end_to_end, ds, ds, 2, patience=None, verbose=0)
-    history = training.fit_head_on_features(
-        cached, features, features, 2, shuffle=False, patience=None, verbose=0
-    )
-    assert history["epochs_run"] == 2
+    end_to_end.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    end_to_end.fit(images, labels, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    features = lite0.predict(images, batch_size=32, verbose=0)
+    head = keras.Sequential([keras.Input(features.shape[1:]), *cached.layers[-3:]])
+    head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    head.fit(features, labels, batch_size=32, epochs=2, shuffle=False, verbose=0)
 
     kernel_e, bias_e = end_to_end.get_layer("head").get_weights()
     kernel_c, bias_c = cached.get_layer("head").get_weights()
     assert np.abs(kernel_c - initial[0]).max() > 1e-3  # the head did train
     np.testing.assert_allclose(kernel_c, kernel_e, atol=1e-4)
     np.testing.assert_allclose(bias_c, bias_e, atol=1e-4)
-
-    # The head model shares the classifier's layers: training it trained `cached` in
-    # place, and the classifier on images equals the head model on cached features.
-    head = training.head_model(cached)
-    assert head.get_layer("head") is cached.get_layer("head")
-    on_images = cached.predict(images, verbose=0)
-    on_features = head.predict(features[0], verbose=0)
-    np.testing.assert_allclose(on_images, on_features, atol=1e-5)
+    # The head shares the classifier's layers: training it trained `cached` in place.
+    assert head.layers[-1] is cached.get_layer("head")
+    np.testing.assert_allclose(np.asarray(cached(images)), np.asarray(head(features)), atol=1e-5)
 
 
-def test_head_model_needs_the_course_classifier():
-    with pytest.raises(ValueError, match="build_classifier"):
-        training.head_model(_dense(1, "sigmoid"))
+def test_class_weight_from_data_json_reaches_the_loss():
+    """Notebook 03 passes notebook 01's class weights (JSON keys as ints) to fit."""
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=(200, 1)) < 0.9).astype("float32")
+    features = (rng.normal(size=(200, 4)) + 0.3 * labels).astype("float32")
+    biases = {}
+    for name, weights in (("none", None), ("weighted", {"0": 10.0, "1": 1.0})):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+        class_weight = {int(k): v for k, v in weights.items()} if weights else None
+        model.fit(features, labels, batch_size=32, epochs=8, class_weight=class_weight, verbose=0)
+        biases[name] = float(model.layers[-1].bias.numpy()[0])
+    # Weighting the rare class 0 ten times pulls the output (and the bias) towards it.
+    assert biases["weighted"] < biases["none"] - 0.5
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,12 +334,12 @@ def test_evaluate_multiclass_one_vs_rest_macro():
 
 
 def test_save_and_load_phase_round_trip(tmp_path):
-    backbone, _ = backbones.build_backbone("MobileNetV3Small", None, (32, 32, 3), verbose=False)
-    model = training.compile_model(backbones.build_classifier(backbone, 2), 1e-3, 2)
+    model = _classifier()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    ds = tf.data.Dataset.from_tensor_slices((images, np.array([[0], [1], [0], [1]], "float32")))
-    training.fit(model, ds.batch(4), None, 1, verbose=0)  # builds the optimizer's state too
-    history = {"loss": [0.7, 0.6], "val_loss": [0.7, 0.65], "epochs_run": 2, "best_epoch": 2}
+    labels = np.array([[0], [1], [0], [1]], "float32")
+    model.fit(images, labels, epochs=1, verbose=0)  # builds the optimizer's state too
+    history = {"loss": [0.7, 0.6], "val_loss": [0.7, 0.65], "best_epoch": 2}
     metrics = {
         "accuracy": 0.5,
         "auc": float("nan"),
@@ -368,8 +348,9 @@ def test_save_and_load_phase_round_trip(tmp_path):
         ),
         "probabilities": np.array([0.2, 0.7]),
     }
-    paths = training.save_phase(tmp_path, "phase1", model, history, metrics)
-    assert {p.name for p in paths.values()} == {
+    path = training.save_phase(tmp_path, "phase1", model, history, metrics)
+    assert path == tmp_path / "phase1.keras"
+    assert {p.name for p in tmp_path.iterdir()} == {
         "phase1.keras",
         "phase1_history.json",
         "phase1_metrics.json",
@@ -383,6 +364,8 @@ def test_save_and_load_phase_round_trip(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="phase2"):
         training.load_phase_model(tmp_path, "phase2")
+    with pytest.raises(ValueError, match="plain file stem"):
+        training.load_phase_model(tmp_path, "../phase1")
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,16 +1,11 @@
 """Benchmarks of the course, printed as tables (figures only, no pass/fail assertions).
 
-``python -m helpers.batch.bench training [--backbone B] [--image-size 224] [--per-class 100]
-...``: images/s of the input pipeline and of the frozen training step, phase 1 with and
-without the feature cache, phase 2 seconds per epoch. ``... bench deployment [--backbones
-...] [--threads 2] [--runs 100] ...``: per backbone, each LiteRT variant's size, batch-1
-latency (variants measured interleaved, so that other programs' load hits them alike),
-speed-up, accuracy and largest difference to Keras. ``--help`` lists every option.
-
-Both generate demo data in a temporary folder (offline). Only EfficientNet-Lite0 has ImageNet
-weights offline; the others get random weights whose BatchNormalization statistics are
-re-estimated on demo images (:func:`reestimate_batchnorm`) so that INT8 calibration sees a
-trained network's ranges. Their accuracy means little.
+``python -m helpers.batch.bench training``: images/s of the input pipeline (with and without
+augmentation), phase 1 with and without the feature cache. ``... bench deployment``: per
+backbone, each LiteRT variant's size, batch-1 latency (measured interleaved, so that other
+programs' load hits them alike) and speed-up. ``--help`` lists the options. Demo data
+in a temporary folder; backbones without ImageNet weights offline get random ones, with their
+BatchNormalization statistics re-estimated (:func:`reestimate_batchnorm`).
 """
 
 from __future__ import annotations
@@ -31,8 +26,8 @@ CLASSES = ["fake", "real"]
 DEFAULT_BACKBONES = ("EfficientNetLite0", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 OPTIONS = {  # Integer options of each bench and their defaults.
-    "training": "image-size=224 per-class=100 batch-size=32 phase1-epochs=10 phase2-epochs=2",
-    "deployment": "image-size=224 per-class=100 threads=2 runs=100 calibration=100 head-epochs=20",
+    "training": "image-size=224 per-class=100 batch-size=32 epochs=10",
+    "deployment": "image-size=224 per-class=50 threads=2 runs=100 calibration=100",
 }
 
 
@@ -56,24 +51,20 @@ def _arrays(frame: pd.DataFrame, split: str, size: int) -> tuple[np.ndarray, np.
     return x.astype(np.float32), y.reshape(-1)
 
 
-def _batchnorm(model) -> list:
+def reestimate_batchnorm(base, images: np.ndarray) -> int:
+    """Set BatchNormalization statistics to those of ``images`` (one pass, momentum 0), so a
+    random backbone's activations keep a trained one's scale; the number of layers set."""
     import keras
 
-    return [la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
-
-
-def reestimate_batchnorm(base, images: np.ndarray) -> int:
-    """Set each BatchNormalization layer's moving statistics to those of its input on
-    ``images`` (one pass in training mode, momentum 0); the number of layers set. For
-    random backbones: their activations then keep a trained network's unit scale."""
-    layers = _batchnorm(base)
-    saved = [(layer.momentum, layer.trainable) for layer in layers]
-    trainable, base.trainable = base.trainable, True
+    layers = [
+        la for la in base._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)
+    ]
+    momenta, trainable, base.trainable = [la.momentum for la in layers], base.trainable, True
     for layer in layers:
         layer.momentum = 0.0
-    base(np.asarray(images, np.float32), training=True)
-    for layer, (momentum, was) in zip(layers, saved, strict=True):
-        layer.momentum, layer.trainable = momentum, was
+    base(np.asarray(images, np.float32), training=True)  # Trainable: statistics update.
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
     base.trainable = trainable
     return len(layers)
 
@@ -101,11 +92,6 @@ def classifier(name: str, size: int, images: np.ndarray):
     return model, base, head, "ImageNet weights" if pretrained else "RANDOM weights"
 
 
-def features(base, images: np.ndarray) -> np.ndarray:
-    """The feature cache: the frozen backbone's pooled output, computed once."""
-    return base.predict(images, verbose=0).mean(axis=(1, 2))
-
-
 def convert(model, variant: str, calibration: np.ndarray) -> bytes:
     """The LiteRT flatbuffer of ``model`` as the course's ``variant``."""
     import tensorflow as tf
@@ -122,21 +108,6 @@ def convert(model, variant: str, calibration: np.ndarray) -> bytes:
     return converter.convert()
 
 
-def predict(interpreter, images: np.ndarray) -> np.ndarray:
-    """Probabilities, one image at a time; INT8 input and output (de)quantized."""
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    (in_scale, in_zero), (out_scale, out_zero) = inp["quantization"], out["quantization"]
-    probabilities = []
-    for image in images:
-        if inp["dtype"] == np.int8:
-            image = np.clip(np.round(image / in_scale + in_zero), -128, 127)
-        interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
-        interpreter.invoke()
-        value = float(interpreter.get_tensor(out["index"]).ravel()[0])
-        probabilities.append((value - out_zero) * out_scale if out["dtype"] == np.int8 else value)
-    return np.array(probabilities)
-
-
 def latencies(interpreters: dict, runs: int, rounds: int = 10) -> pd.DataFrame:
     """Batch-1 milliseconds (median, p95) of each interpreter, interleaved in ``rounds``."""
     times: dict[str, list[float]] = {name: [] for name in interpreters}
@@ -151,43 +122,33 @@ def latencies(interpreters: dict, runs: int, rounds: int = 10) -> pd.DataFrame:
 
 
 def bench_backbone(name: str, frame: pd.DataFrame, args) -> pd.DataFrame:
-    """Build, fit (head on cached features), convert and measure one backbone."""
+    """Build, convert and measure one backbone's classifier (size, latency, speed-up)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    (x, y), (x_val, y_val) = [_arrays(frame, split, args.image_size) for split in ("train", "val")]
+    x = _arrays(frame, "train", args.image_size)[0]
     start = time.perf_counter()
-    model, base, head, label = classifier(name, args.image_size, x)
-    head.fit(features(base, x), y, epochs=args.head_epochs, verbose=0)
-    reference = model.predict(x_val, verbose=0).ravel()
-    built, start = time.perf_counter() - start, time.perf_counter()
+    model, _, _, label = classifier(name, args.image_size, x)
     files = {v: convert(model, v, x[: args.calibration]) for v in VARIANTS}
-    took = (
-        f"built and head fitted in {built:.0f} s, converted in {time.perf_counter() - start:.0f} s"
-    )
-    print(f"\n== {name}: {label}; {took}")
+    print(f"\n== {name}: {label}; built and converted in {time.perf_counter() - start:.0f} s")
     interpreters = {v: Interpreter(model_content=files[v], num_threads=args.threads) for v in files}
     for interpreter in interpreters.values():
         interpreter.allocate_tensors()
-    probabilities = {v: predict(interpreters[v], x_val) for v in VARIANTS}
     table = latencies(interpreters, args.runs).rename_axis("variant")
     table.insert(0, "size_mb", [len(files[v]) / 1e6 for v in VARIANTS])
     table["speedup"] = table.loc["float32", "median_ms"] / table["median_ms"]
-    table["accuracy"] = [np.mean((probabilities[v] >= 0.5) == y_val) for v in VARIANTS]
-    table["max_diff_keras"] = [np.max(np.abs(probabilities[v] - reference)) for v in VARIANTS]
-    print(table.round(4).to_markdown())
+    print(table.round(3).to_markdown())
     return table.assign(backbone=name)
 
 
 def deployment(args, tmp: Path) -> None:
-    """Size, latency and accuracy of every variant for each backbone, then INT8's summary."""
+    """Size and latency of every variant for each backbone, then INT8's summary."""
     names = [backbones.get_spec(name).name for name in args.backbones or DEFAULT_BACKBONES]
     runs = f"{args.threads} thread(s), batch 1, {args.runs} timed runs per model"
     print(f"Deployment bench: {', '.join(names)} at {args.image_size} px; {runs}; {_load()}.")
     frame = demo_frame(tmp, args.per_class, args.image_size + 32)
     tables = pd.concat([bench_backbone(name, frame, args) for name in names])
-    point = 100 / (frame.split == "val").sum()
-    print(f"\n== INT8 (speed-up over float32 > 1: faster; 1 validation image = {point:.1f} points)")
-    print(tables.loc["int8"].set_index("backbone").round(4).to_markdown())
+    print("\n== INT8 against float32 (speed-up > 1: faster)")
+    print(tables.loc["int8"].set_index("backbone").round(3).to_markdown())
 
 
 def _images_per_s(make, repeat: int = 2) -> float:
@@ -199,67 +160,34 @@ def _images_per_s(make, repeat: int = 2) -> float:
     return best
 
 
-def _seconds(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
 def training(args, tmp: Path) -> None:
-    """Input pipeline, frozen step, phase 1 with and without the feature cache, phase 2."""
+    """Input pipeline with and without augmentation; phase 1 with and without the cache."""
     import keras
 
     size, batch = args.image_size, args.batch_size
     print(f"Training bench: {args.backbone} at {size} px, batch {batch}; {_load()}.")
     frame = demo_frame(tmp, args.per_class, size + 32, val_share=0.3)
-    train = frame[frame.split == "train"]
     flips = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomBrightness(0.2)]
     augment = keras.Sequential([*flips, keras.layers.RandomContrast(0.2)])
     for what, layer in (("no augmentation", None), ("flip, brightness, contrast", augment)):
+        train = frame[frame.split == "train"]
         make = functools.partial(dataset.make_dataset, train, CLASSES, size, batch, cache=False)
         rate = _images_per_s(functools.partial(make, augment=layer))
         print(f"Input pipeline (read, decode, resize; {what}): {rate:7.0f} images/s")
-    (x, y), val = [_arrays(frame, split, size) for split in ("train", "val")]
+    (x, y), (x_val, y_val) = [_arrays(frame, split, size) for split in ("train", "val")]
     model, base, head, label = classifier(args.backbone, size, x)
-    x1, y1 = x[:batch], y[:batch]
-    model.train_on_batch(x1, y1)  # Warm-up: traces the step.
-    step = 5 * len(x1) / _seconds(lambda: [model.train_on_batch(x1, y1) for _ in range(5)])
-    print(f"Frozen training step ({label}): {step:7.0f} images/s")
-    fit = {"epochs": args.phase1_epochs, "batch_size": batch, "verbose": 0}
+    fit = {"epochs": args.epochs, "batch_size": batch, "verbose": 0}
     start = time.perf_counter()
-    cache = features(base, x), features(base, val[0])
+    cache, val_cache = (base.predict(i, verbose=0).mean(axis=(1, 2)) for i in (x, x_val))
     extract = time.perf_counter() - start
-    cached = extract + _seconds(
-        lambda: head.fit(cache[0], y, validation_data=(cache[1], val[1]), **fit)
-    )
-    end_to_end = _seconds(lambda: model.fit(x, y, validation_data=val, **fit))
+    head.fit(cache, y, validation_data=(val_cache, y_val), **fit)
+    cached, start = time.perf_counter() - start, time.perf_counter()
+    model.fit(x, y, validation_data=(x_val, y_val), **fit)
+    end_to_end = time.perf_counter() - start
     print(
-        f"Phase 1, {fit['epochs']} epochs: with the feature cache {cached:.1f} s (features "
-        f"{extract:.1f} s once), end to end {end_to_end:.1f} s: "
+        f"Phase 1 ({label}), {args.epochs} epochs: with the feature cache {cached:.1f} s "
+        f"(features {extract:.1f} s once), end to end {end_to_end:.1f} s: "
         f"{end_to_end / cached:.1f}x faster with the cache."
-    )
-    _phase2(model, base, (x, y), val, {**fit, "epochs": args.phase2_epochs})
-
-
-def _phase2(model, base, train, val, fit: dict) -> None:
-    """Seconds per epoch of fine-tuning: backbone unfrozen, BatchNormalization kept frozen."""
-    import keras
-
-    base.trainable = True
-    for layer in _batchnorm(base):
-        layer.trainable = False
-    model.compile(keras.optimizers.Adam(1e-5), "binary_crossentropy", metrics=["accuracy"])
-    times: list[float] = []
-    timer = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda *_: times.append(time.perf_counter()),
-        on_epoch_end=lambda *_: times.append(time.perf_counter() - times.pop()),
-    )
-    model.fit(*train, validation_data=val, callbacks=[timer], **fit)
-    steady, n = np.median(times[1:] or times), len(train[0])
-    each = ", ".join(f"{t:.1f}" for t in times)
-    print(
-        f"Phase 2 (BatchNorm frozen), {n} train images: seconds per epoch {each} (the first "
-        f"traces); steady {steady:.1f} s = {n / steady:.0f} images/s."
     )
 
 

@@ -1,11 +1,8 @@
 """Quiet kernels for headless runs: ``papermill.execute_notebook(..., **quiet_kernel_options())``.
 
-Each console message is removed at its cause: "Kernel is running over TCP without
-encryption" by CurveZMQ transport keys; "KeyboardInterrupt caught in kernel." by sending no
-SIGINT while shutting down (papermill shuts down right after the kernel's last reply, while
-it may still be in that request's handler); "failed call to cuInit" by starting kernels with
-``TF_CPP_MIN_LOG_LEVEL=3`` unless the caller set it. With a log file, what the kernel writes
-below Python (absl start-up lines, LiteRT notices, a crash message) goes to that file.
+CurveZMQ keys (no "running over TCP without encryption"), no SIGINT on shutdown (no
+"KeyboardInterrupt caught in kernel."), ``TF_CPP_MIN_LOG_LEVEL=3`` unless set (no "failed call
+to cuInit"), and with a log file, what the kernel writes below Python (absl, LiteRT) goes there.
 """
 
 from __future__ import annotations

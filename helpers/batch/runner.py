@@ -1,9 +1,7 @@
 """Run the course headless: the numbered notebooks, in order, into one run folder.
 
 ``python -m helpers.batch.runner [--profile full|small] [--run-dir DIR] [--notebooks 00,01,03]
-[--notebooks-dir DIR] [-p NAME VALUE ...]`` (``make run``), or ``--resume RUN_DIR``. papermill
-executes each notebook from its folder with ``RUN_DIR`` (and ``PROFILE``) injected, into the
-run folder beside the artefacts and the record (``helpers.runs``), after :mod:`preflight`.
+[--notebooks-dir DIR] [-p NAME VALUE ...]`` (``make run``), or ``--resume RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -95,33 +93,14 @@ class RunResult:
 def print_reporter(event: str, info: dict) -> None:
     """The runner's progress lines ("start", "kept", "done", "failed"); errors whole."""
     name, step = info.get("notebook"), f"[{info.get('index')}/{info.get('total')}]"
-    if event in ("start", "kept"):
-        line = (
-            f"{step} {name} ..." if event == "start" else f"{step} {name}: finished earlier, kept"
-        )
-    elif event == "done":
-        eta = f", about {_clock(info['remaining_s'])} left" if info["remaining_s"] else ""
-        line = f"    {name} done in {_clock(info['seconds'])} "
-        line += f"(elapsed {_clock(info['elapsed_s'])}{eta})"
-    else:
+    line = f"{step} {name} ..." if event == "start" else f"{step} {name}: finished earlier, kept"
+    if event == "done":
+        line = f"    {name} done in {_clock(info['seconds'])} (elapsed {_clock(info['elapsed_s'])})"
+    elif event == "failed":
         line = f"    {name} FAILED in cell {info['cell']}: {info['ename']}:\n"
         line += textwrap.indent(str(info["evalue"]), "      ")
         line += f"\nThe executed notebook with the traceback is {info['executed']}"
     print(line, flush=True)
-
-
-def previous_timings(profile: str, notebooks: Sequence[Path]) -> dict[str, float]:
-    """Per notebook, the seconds it took in the latest finished run of this profile."""
-    latest: tuple[str, dict] = ("", {})
-    for path in RUNS_DIR.glob(f"*/{runs.RECORD_NAME}"):
-        try:
-            run = runs.load_record(path.parent).get("run", {})
-        except ValueError:
-            continue
-        stamp = str(run.get("finished", ""))
-        if run.get("status") == "finished" and run.get("profile") == profile and stamp > latest[0]:
-            latest = (stamp, run.get("timings_s") or {})
-    return {p.stem: latest[1][p.stem] for p in notebooks if p.stem in latest[1]}
 
 
 def _execute(notebook: Path, out: Path, injected: dict, timeout: float | None) -> dict | None:
@@ -143,13 +122,7 @@ def _execute(notebook: Path, out: Path, injected: dict, timeout: float | None) -
     except Exception as error:  # noqa: BLE001 - a dead kernel, a timeout...
         cell, ename, evalue = None, type(error).__name__, f"{error} (the kernel's output: {log})"
     evalue = re.sub(r"\x1b\[[0-9;]*m", "", str(evalue)).strip()  # IPython's colours out.
-    return {
-        "notebook": notebook.stem,
-        "cell": cell,
-        "ename": ename,
-        "evalue": evalue,
-        "executed": str(out),
-    }
+    return dict(notebook=notebook.stem, cell=cell, ename=ename, evalue=evalue, executed=str(out))
 
 
 def _run_one(run_dir: Path, notebook: Path, profile: str, given: dict, timeout):
@@ -165,14 +138,9 @@ def _run_one(run_dir: Path, notebook: Path, profile: str, given: dict, timeout):
     return failure, seconds
 
 
-_WATCHER = """
-import sys, time
-from helpers import runs
-from helpers.batch import runner
+_WATCHER = """import sys, time; from helpers import runs; from helpers.batch import runner
 while runs.load_record(sys.argv[1]).get("run", {}).get("status") == "running":
-    if not runner.process_alive(sys.argv[2]):
-        runner.run_state(sys.argv[1])
-        break
+    if not runner.process_alive(sys.argv[2]): runner.run_state(sys.argv[1]); break
     time.sleep(2)
 """
 
@@ -197,8 +165,7 @@ def _start_record(run_dir: Path, notebooks: Sequence[Path], profile: str, given:
 def _finish_record(run_dir: Path, result: RunResult) -> None:
     runs.record(run_dir, "run", {"timings_s": result.timings_s, "wall_s": result.wall_s})
     runs.record(run_dir, "environment", runs.environment())
-    runs.write_summaries(run_dir)
-    # The status comes last: a run whose record says "finished" has all its files.
+    runs.write_summaries(run_dir)  # Before the status: a "finished" run has all its files.
     final: dict[str, Any] = {"status": result.status, "finished": time.strftime("%FT%T")}
     if f := result.failure:
         error = f"{f['ename']}: {f['evalue']}"
@@ -216,19 +183,15 @@ def execute_run(
     after_notebook: Callable[[str], str | None] | None = None,
     resume: bool = False,
 ) -> RunResult:
-    """Execute ``notebooks`` in order into the existing folder ``run_dir`` and record it.
-
-    Each gets the ``parameters`` it declares, ``RUN_DIR`` and ``PROFILE``; the first failure
-    ends the run. ``resume`` keeps the notebooks the record marks finished.
-    ``after_notebook(stem)`` may stop the run by returning a status (a sweep prunes so).
-    Ctrl-C (SIGTERM under :func:`command`) records "interrupted" and is raised again.
-    """
+    """Execute ``notebooks`` in order into the folder ``run_dir``, recorded; the first failure
+    ends the run, ``resume`` keeps those finished before, ``after_notebook(stem)`` may stop it
+    with a status (a sweep prunes). Ctrl-C records "interrupted" and is raised again."""
     run_dir, given, report = Path(run_dir), dict(parameters or {}), reporter or (lambda *a: None)
     _start_record(run_dir, notebooks, profile, given, resume)
     entries = runs.load_record(run_dir).get("notebooks", {}) if resume else {}
     done = [p.stem for p in notebooks if entries.get(p.stem, {}).get("finished_ok")]
     result = RunResult(run_dir, "running", {stem: entries[stem].get("wall_s") for stem in done})
-    before, start, current = previous_timings(profile, notebooks), time.perf_counter(), None
+    start, current = time.perf_counter(), None
     try:
         for index, notebook in enumerate(notebooks, 1):
             where = {"index": index, "total": len(notebooks), "notebook": notebook.stem}
@@ -242,9 +205,7 @@ def execute_run(
             if result.failure:
                 report("failed", result.failure)
                 break
-            left = sum(before.get(p.stem, 0) for p in notebooks[index:]) or None
-            elapsed = round(time.perf_counter() - start, 2)
-            report("done", {**where, "seconds": seconds, "elapsed_s": elapsed, "remaining_s": left})
+            report("done", {**where, "seconds": seconds, "elapsed_s": time.perf_counter() - start})
             if after_notebook and (stop := after_notebook(notebook.stem)):
                 result.status = stop
                 break
@@ -264,15 +225,13 @@ def process_alive(pid: Any, host: str | None = None) -> bool:
     """Whether process ``pid`` still runs (on another ``host``: assumed so)."""
     if host not in (None, socket.gethostname()):
         return True
-    if not str(pid).isdigit() or int(pid) <= 0:
-        return False
     try:
         os.kill(int(pid), 0)  # Signal 0 only asks.
-    except ProcessLookupError:
+    except (TypeError, ValueError, OverflowError, ProcessLookupError):
         return False
     except PermissionError:
         pass  # Another user's process.
-    return True
+    return int(pid) > 0
 
 
 def run_state(run_dir: Path) -> str:
@@ -302,8 +261,7 @@ def resume_run(run_dir: str | os.PathLike, reporter=print_reporter) -> RunResult
     if missing := [str(p) for p in notebooks if not p.is_file()]:
         raise FileNotFoundError(f"Cannot resume {folder}: notebooks gone: {', '.join(missing)}")
     print(f"Resuming {folder} ({state}); profile {run['profile']}.", flush=True)
-    parameters = run.get("parameters")
-    return execute_run(folder, notebooks, run["profile"], parameters, reporter, resume=True)
+    return execute_run(folder, notebooks, run["profile"], run["parameters"], reporter, resume=True)
 
 
 def run_course(profile="full", run_dir=None, parameters=None, notebooks=None) -> RunResult:
@@ -359,15 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             result = resume_run(args.resume)
         else:
-            folder = project_path(args.notebooks_dir, NOTEBOOKS_DIR)
-            chosen = select_notebooks(args.notebooks, folder)
+            chosen = select_notebooks(args.notebooks, project_path(args.notebooks_dir, PROJ_ROOT))
             result = run_course(args.profile, args.run_dir, parameters, chosen)
         if result.failure:
             print(f"Resume after a fix with: {RESUME} {result.run_dir}")
             return 1
-        print(
-            f"Finished in {_clock(result.wall_s)}: notebooks, artefacts, record in {result.run_dir}"
-        )
+        print(f"Finished in {_clock(result.wall_s)}; notebooks and record in {result.run_dir}")
         return 0
 
     return command(body, f"run.json records where. Continue with: {RESUME} <run folder>")

@@ -42,17 +42,14 @@ _IDS = [Path(f).read_text()[:8] for f in ("/etc/machine-id",) if Path(f).is_file
 MACHINE = "-".join([socket.gethostname(), *_IDS])
 WORKER = f"{MACHINE}:{os.getpid()}"
 _STATUS = {State.COMPLETE: "finished", State.FAIL: "failed"}
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+_QUIET = {"action": "ignore", "category": optuna.exceptions.ExperimentalWarning}
 
 
 class SweepError(ValueError):
     """A sweep that cannot run: a bad grid file, bad names or values, another sweep."""
 
 
-class _Loader(yaml.SafeLoader):  # YAML 1.1 reads 1e-3 as a string; this reads a float.
-    pass
-
-
+_Loader = type("_Loader", (yaml.SafeLoader,), {})  # YAML 1.1 reads 1e-3 as a string; a float.
 _FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789"))
 _Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile("^None$"), ["N"])  # Python's
@@ -71,9 +68,7 @@ def _yaml(text: str, source: str) -> Any:
 def _text(value: Any) -> str:
     if isinstance(value, dict):
         value = [item for pair in value.items() for item in pair]
-    if isinstance(value, (list, tuple)):
-        return "-".join(map(_text, value))
-    return repr(value) if isinstance(value, float) else str(value)
+    return "-".join(map(_text, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def run_id(values: dict[str, Any], limit: int = 120) -> str:
@@ -116,9 +111,6 @@ class Sweep:
         """What makes two sweeps the same study."""
         same = [self.grid, self.fixed, self.search, self.profile, [p.stem for p in self.notebooks]]
         return json.loads(json.dumps(same, default=str))
-
-    def total(self) -> int:
-        return self.n_trials or len(expand(self.grid, self.fixed))
 
 
 def _read_grid(path: str | os.PathLike) -> dict[str, Any]:
@@ -195,16 +187,16 @@ def validate(sweep: Sweep) -> None:
 
 
 def _storage(sweep: Sweep):
-    """Optuna's storage: a journal file, or a database whose heartbeats let any worker fail
-    a dead one's trial. Workers starting together may race to create a database's tables,
-    so a failed first connection is tried again before it is reported."""
+    """A journal file, or a database (heartbeats let any worker fail a dead one's trial; a
+    first connection is tried again: workers that start together race to create tables)."""
     url = sweep.storage or str(sweep.out / "study.journal")
     if "://" not in url:
         backend = optuna.storages.journal.JournalFileBackend(str(project_path(url, Path.cwd())))
         return optuna.storages.JournalStorage(backend)
     for attempt in range(4):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300)
+            with warnings.catch_warnings(**_QUIET):  # Heartbeats are "experimental".
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300)
         except Exception as error:  # noqa: BLE001 - a driver, a server or a race.
             if attempt == 3 or not isinstance(error, sqlalchemy.exc.DBAPIError):
                 first = str(error).strip().splitlines()[0]
@@ -255,7 +247,8 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str = "")
 
 def reap(study: optuna.Study, retry_failed: bool = False) -> None:
     """Queue again the trials of dead workers (and failed ones with ``retry_failed``)."""
-    optuna.storages.fail_stale_trials(study)  # Database servers: dead workers on any host.
+    with warnings.catch_warnings(**_QUIET):  # Database servers: dead workers on any host.
+        optuna.storages.fail_stale_trials(study)
     for trial in latest(study).values():
         host, _, pid = trial.user_attrs.get("worker", "").partition(":")
         if trial.state == State.RUNNING and host == MACHINE:
@@ -289,36 +282,6 @@ def claim(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
     return trial
 
 
-def _announce(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> None:
-    """``[3/8] run id (2 done, about 5 min left)``."""
-    walls = [t.user_attrs["wall_s"] for t in latest(study).values() if "wall_s" in t.user_attrs]
-    left = (sweep.total() - len(walls)) * sum(walls) / max(len(walls), 1) / 60
-    eta = f", about {left:.0f} min left" if walls else ""
-    step = f"[{trial.user_attrs['index']}/{sweep.total()}]"
-    print(f"{step} {trial.user_attrs['run_id']} ({len(walls)} done{eta})", flush=True)
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, sweep: Sweep, result) -> str:
-    """Record the run's parameters, metrics and failure in the trial and end it."""
-    metrics, failure = runs.read_json(result.run_dir / runs.METRICS_NAME, {}), result.failure
-    resolved = runs.read_json(result.run_dir / runs.PARAMETERS_NAME, {}).items()
-    trial.set_user_attr("resolved", {name: entry.get("resolved") for name, entry in resolved})
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("wall_s", result.wall_s)
-    value = metrics.get(sweep.rank_by)
-    if failure or (result.status == "finished" and value is None):
-        failure = failure or {"notebook": "-", "cell": None, "ename": "Missing", "evalue": ""}
-        error = f"{failure['ename']}: {failure['evalue'] or sweep.rank_by}"
-        trial.set_user_attr("failure", f"{failure['notebook']} cell {failure['cell']}: {error}")
-        study.tell(trial, state=State.FAIL)
-        return "failed"
-    if result.status == "pruned":
-        study.tell(trial, state=State.PRUNED)
-    else:
-        study.tell(trial, float(value))
-    return result.status
-
-
 def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     """One course run for the trial, in its run folder; the study told how it ended."""
     ident, parameters = trial.user_attrs["run_id"], trial.user_attrs["parameters"]
@@ -326,7 +289,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     if state in ("failed", "finished", "pruned"):  # A retry: the earlier attempt stays.
         n = len(list(sweep.out.glob(f"{ident}.{state}-*"))) + 1
         folder.rename(folder.with_name(f"{ident}.{state}-{n}"))
-    _announce(study, trial, sweep)
+    total = sweep.n_trials or len(expand(sweep.grid, sweep.fixed))
+    print(f"[{trial.user_attrs['index']}/{total}] {ident}", flush=True)
 
     def report(event: str, info: dict) -> None:
         runner.print_reporter(event, {**info, "notebook": f"{ident}/{info['notebook']}"})
@@ -346,7 +310,21 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep) -> str:
     except KeyboardInterrupt:
         requeue(study, study._storage.get_trial(trial._trial_id), "stopped by Ctrl-C or SIGTERM")
         raise
-    return _tell(study, trial, sweep, result)
+    metrics, failure = runs.read_json(folder / runs.METRICS_NAME, {}), result.failure
+    resolved = runs.read_json(folder / runs.PARAMETERS_NAME, {}).items()
+    trial.set_user_attr("resolved", {name: entry.get("resolved") for name, entry in resolved})
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("wall_s", result.wall_s)
+    value = metrics.get(sweep.rank_by)
+    if failure or (result.status == "finished" and value is None):
+        failure = failure or {"notebook": "-", "cell": None, "ename": "Missing", "evalue": ""}
+        error = f"{failure['ename']}: {failure['evalue'] or sweep.rank_by}"
+        trial.set_user_attr("failure", f"{failure['notebook']} cell {failure['cell']}: {error}")
+        study.tell(trial, state=State.FAIL)
+        return "failed"
+    pruned = result.status == "pruned"
+    study.tell(trial, None if pruned else float(value), State.PRUNED if pruned else None)
+    return result.status
 
 
 def work(sweep: Sweep, retry_failed: bool = False) -> optuna.Study:
@@ -398,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             return print(*write_report(open_study(sweep), sweep).values(), sep="\n") or 0
         validate(sweep)
-        print(f"Sweep {sweep.name}: {sweep.total()} run(s) into {sweep.out}")
+        plan = [] if sweep.search else expand(sweep.grid, sweep.fixed)
+        print(f"Sweep {sweep.name}: {sweep.n_trials or len(plan)} run(s) into {sweep.out}")
         if args.dry_run:
-            plan = [] if sweep.search else expand(sweep.grid, sweep.fixed)
             return print(*(f"  [{c['index']}] {c['run_id']}" for c in plan), sep="\n") or 0
         command = [sys.executable, "-m", "helpers.batch.sweep", *(argv or sys.argv[1:])]
         others = [subprocess.Popen([*command, "--workers", "1"]) for _ in range(args.workers - 1)]
