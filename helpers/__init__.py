@@ -1,13 +1,13 @@
-"""Shared code of the transfer-learning course.
+"""Shared code of the transfer-learning course: what is not the lesson.
 
-Modules follow the course's stages: ``config`` (paths and profiles), ``demo_data``
-(the offline demo dataset), ``dataset`` (validation, duplicates, splits, pipelines),
-``augmentation`` (the sheet's augmentations), ``backbones`` (registry, weights policy,
-classifier builder), ``lite0`` (EfficientNet-Lite0 with ImageNet weights read offline),
-``training`` (phases, feature cache, diagnosis, evaluation), ``quantization`` (LiteRT
-conversion), ``verification`` (LiteRT checks and shipping artefacts), ``antispoofing``
-(ISO/IEC 30107-3 metrics, Grad-CAM), ``runs``/``runner``/``sweep`` (run folders, headless
-runs, parameter sweeps), ``plots`` (figures), ``samples`` (problem files for lessons).
+The notebooks write the Keras and LiteRT code; these modules hold the rest, one job each:
+``config`` (paths, profiles), ``runs`` (run records), ``demo_data`` (the offline demo
+dataset), ``checks`` (file validation), ``duplicates``, ``splits``, ``balance`` (size rules,
+resampling), ``dataset`` (manifest, tf.data), ``backbones`` (registry, weights policy),
+``lite0`` (EfficientNet-Lite0 read offline), ``augmentation``, ``training`` (diagnosis, phase
+files), ``quantization``, ``verification`` (LiteRT batches and shipping files),
+``antispoofing`` (ISO/IEC 30107-3 rates), ``stats`` (exact intervals), ``plots``, ``samples``.
+The subpackage ``batch`` runs the notebooks: runner, sweeps, preflight checks, benchmarks.
 """
 
 __version__ = "0.1.0"

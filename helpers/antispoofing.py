@@ -25,7 +25,7 @@ THRESHOLD_FILE = "threshold.json"
 DEFAULT_TARGETS = (0.10, 0.05, 0.01)
 _VIEW_COUNTS = [("false alarms", "genuine users"), ("missed attacks", "attacks")]
 _VIEW_COUNTS += [("false alarms", "presentations"), ("missed attacks", "presentations")]
-_TEST_REFUSED = "the threshold is never fitted on the test split, only on 'val'"
+_TEST_REFUSED = "the threshold is never fitted on the test split: fit it on 'val', apply it to test"
 
 
 def _classes(classes: Sequence[str], bona_fide: str) -> list[str]:
@@ -137,7 +137,7 @@ def choose_threshold(
     """
     has_test = splits is not None and "test" in set(np.asarray(splits).astype(str).ravel())
     if split_name not in ("val", "validation") or has_test:
-        raise ValueError(f"split_name={split_name!r}: {_TEST_REFUSED}, then applied to test.")
+        raise ValueError(f"split_name={split_name!r}: {_TEST_REFUSED}.")
     s, a = _check(val_scores, val_attack, "choose_threshold")
     if method == "eer":
         threshold, rule = eer(s, a)[1], "APCER = BPCER on the validation split (EER)"
@@ -159,7 +159,7 @@ def choose_threshold(
 def save_threshold(run_dir: str | Path, info: Mapping) -> Path:
     """Write :func:`choose_threshold`'s dict to ``run_dir/threshold.json``."""
     if info.get("fitted_on") == "test" or "threshold" not in info:
-        raise ValueError(f"{_TEST_REFUSED}: save what choose_threshold() returned.")
+        raise ValueError(f"{_TEST_REFUSED}; save what choose_threshold() returned.")
     return write_json(Path(run_dir) / THRESHOLD_FILE, dict(info))
 
 
@@ -178,8 +178,8 @@ def _by_type(accepted, a, kinds, wanted) -> tuple:
     index = ["bona fide", *(f"attack: {k}" for k in wanted)]
     table = pd.crosstab(rows.rename("presentation"), decision)
     table = table.reindex(index=index, columns=["bona fide", "attack"], fill_value=0)
-    accepted, total = table["bona fide"], table.sum(axis=1)
-    apcer = {k: rate_with_ci(accepted[i], total[i]) for k, i in zip(wanted, index[1:])}
+    n_accepted, total = table["bona fide"], table.sum(axis=1)
+    apcer = {k: rate_with_ci(n_accepted[i], total[i]) for k, i in zip(wanted, index[1:])}
     notes = [f"APCER {k}: no {k} attacks here, APCER is NaN" for k in wanted if not apcer[k]["n"]]
     bpcer = rate_with_ci(table.loc["bona fide", "attack"], total["bona fide"])
     notes += [] if bpcer["n"] else ["BPCER: no bona fide presentations, BPCER is NaN"]

@@ -48,21 +48,38 @@ class BackboneSpec:
 
 _MNV3 = "depthwise separable conv + squeeze-and-excitation + hard-swish + NAS"
 _SCALING = "compound scaling of resolution x depth x width"
-REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in [
-    BackboneSpec("MobileNetV3Large", 224, 5.5, 75.6, _MNV3, 5.4, 22, 75.2),
-    BackboneSpec("MobileNetV3Small", 224, 2.55, 68.1, "MobileNetV3Large's blocks, searched for "
-                 "minimum latency", 2.5, 10, 67.7),
-    BackboneSpec("EfficientNetB0", 224, 5.3, 77.1, _SCALING, 5.3, 29, 77.1),
-    BackboneSpec("EfficientNetB1", 240, 7.9, 79.1, _SCALING),
-    BackboneSpec("EfficientNetB2", 260, 9.2, 80.1, _SCALING),
-    BackboneSpec("EfficientNetB3", 300, 12.3, 81.6, _SCALING),
-    BackboneSpec("EfficientNetB4", 380, 19.5, 82.9, _SCALING),
-    BackboneSpec("EfficientNetB5", 456, 30.6, 83.6, _SCALING),
-    BackboneSpec("EfficientNetB6", 528, 43.3, 84.0, _SCALING),
-    BackboneSpec("EfficientNetB7", 600, 66.7, 84.3, _SCALING),
-    BackboneSpec(FALLBACK_BACKBONE, 224, 4.65, 75.1, "EfficientNet-B0 without squeeze-and-"
-                 "excitation, ReLU6, fixed stem and head", pretrained_offline=True),
-]}
+REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec("MobileNetV3Large", 224, 5.5, 75.6, _MNV3, 5.4, 22, 75.2),
+        BackboneSpec(
+            "MobileNetV3Small",
+            224,
+            2.55,
+            68.1,
+            "MobileNetV3Large's blocks, searched for minimum latency",
+            2.5,
+            10,
+            67.7,
+        ),
+        BackboneSpec("EfficientNetB0", 224, 5.3, 77.1, _SCALING, 5.3, 29, 77.1),
+        BackboneSpec("EfficientNetB1", 240, 7.9, 79.1, _SCALING),
+        BackboneSpec("EfficientNetB2", 260, 9.2, 80.1, _SCALING),
+        BackboneSpec("EfficientNetB3", 300, 12.3, 81.6, _SCALING),
+        BackboneSpec("EfficientNetB4", 380, 19.5, 82.9, _SCALING),
+        BackboneSpec("EfficientNetB5", 456, 30.6, 83.6, _SCALING),
+        BackboneSpec("EfficientNetB6", 528, 43.3, 84.0, _SCALING),
+        BackboneSpec("EfficientNetB7", 600, 66.7, 84.3, _SCALING),
+        BackboneSpec(
+            FALLBACK_BACKBONE,
+            224,
+            4.65,
+            75.1,
+            "EfficientNet-B0 without squeeze-and-excitation, ReLU6, fixed stem and head",
+            pretrained_offline=True,
+        ),
+    ]
+}
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -98,8 +115,10 @@ class WeightsRecord:
         lines = self.reason.strip().splitlines() or [""]
         more = " (the whole error is in the weights record)" if len(lines) > 1 else ""
         if self.fallback:
-            return (f"{text} FALLBACK: {self.requested_backbone} with {self.requested_weights!r}"
-                    f" weights was asked for, but {lines[0]}{more}")
+            return (
+                f"{text} FALLBACK: {self.requested_backbone} with {self.requested_weights!r}"
+                f" weights was asked for, but {lines[0]}{more}"
+            )
         random = " Random features: this is not transfer learning, expect low accuracy."
         return text + ("" if self.pretrained else random)
 
@@ -107,12 +126,35 @@ class WeightsRecord:
 def _build(spec: BackboneSpec, weights, input_shape, include_top: bool):
     with warnings.catch_warnings():  # MobileNetV3 warns when its 224-px weights go elsewhere.
         warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square")
-        return spec.constructor()(weights=weights, include_top=include_top,
-                                  input_shape=tuple(input_shape))
+        return spec.constructor()(
+            weights=weights, include_top=include_top, input_shape=tuple(input_shape)
+        )
 
 
-def build_backbone(name: str, weights="auto", input_shape=(224, 224, 3),
-                   include_top: bool = False, verbose: bool = True):
+def _fallback(name: str, wanted: str, error: Exception, args: tuple, verbose: bool):
+    """The offline EfficientNet-Lite0 in place of ``name``, said loudly and recorded."""
+    model = _build(get_spec(FALLBACK_BACKBONE), "imagenet", *args)
+    reason = f"its ImageNet weights could not be had ({str(error).strip()})."
+    record = WeightsRecord(
+        name, wanted, FALLBACK_BACKBONE, "imagenet", True, OFFLINE_SOURCE, True, reason
+    )
+    lines = [
+        f"WEIGHTS FALLBACK: {name} ImageNet weights are not available.",
+        f"Using {FALLBACK_BACKBONE} with ImageNet weights read offline.",
+        "Run `make weights` online to use the backbone you asked for.",
+    ]
+    if verbose:
+        print(banner(lines), file=sys.stderr)
+    return model, record
+
+
+def build_backbone(
+    name: str,
+    weights="auto",
+    input_shape=(224, 224, 3),
+    include_top: bool = False,
+    verbose: bool = True,
+):
     """Backbone ``name`` under the weights policy (module docstring): ``(model, record)``.
 
     Raises WeightsUnavailableError (strict "imagenet" offline), FileNotFoundError (bad path).
@@ -136,15 +178,7 @@ def build_backbone(name: str, weights="auto", input_shape=(224, 224, 3),
                     f"`make weights` once online (then copy {KERAS_CACHE} here), or pass WEIGHTS="
                     f"'path/to/file.h5', or WEIGHTS='auto' to fall back to {FALLBACK_BACKBONE}."
                 ) from error
-            model = _build(get_spec(FALLBACK_BACKBONE), "imagenet", *args)
-            reason = f"its ImageNet weights could not be had ({str(error).strip()})."
-            record = WeightsRecord(name, wanted, FALLBACK_BACKBONE, "imagenet", True,
-                                   OFFLINE_SOURCE, True, reason)
-            if verbose:
-                print(banner([f"WEIGHTS FALLBACK: {name} ImageNet weights are not available.",
-                              f"Using {FALLBACK_BACKBONE} with ImageNet weights read offline.",
-                              "Run `make weights` online to use the backbone you asked for."]),
-                      file=sys.stderr)
+            model, record = _fallback(name, wanted, error, args, verbose)
         else:
             new_files = set(KERAS_CACHE.glob("*")) - before
             source = "downloaded into the Keras cache" if new_files else "Keras cache"
@@ -155,7 +189,8 @@ def build_backbone(name: str, weights="auto", input_shape=(224, 224, 3),
         if not path.is_file():
             raise FileNotFoundError(
                 f"WEIGHTS={wanted!r} is neither 'imagenet', 'auto', None nor an existing file. "
-                "Give the path to a weights file saved for this backbone.")
+                "Give the path to a weights file saved for this backbone."
+            )
         model = _build(spec, str(path), *args)
         record = WeightsRecord(name, wanted, name, str(path), True, "local file")
     if verbose:

@@ -38,10 +38,8 @@ def resolve_profile(profile: str | None = None) -> str:
     """Return the profile name: the argument, else $COURSE_PROFILE, else "full"."""
     name = profile or os.environ.get(PROFILE_ENV) or "full"
     if name not in PROFILES:
-        raise ValueError(
-            f"Unknown profile {name!r} (from {'the PROFILE parameter' if profile else '$' + PROFILE_ENV}); "
-            f"use one of {sorted(PROFILES)}."
-        )
+        source = "the PROFILE parameter" if profile else f"${PROFILE_ENV}"
+        raise ValueError(f"Unknown profile {name!r} (from {source}); use one of {list(PROFILES)}.")
     return name
 
 

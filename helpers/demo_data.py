@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.config import DATA_DIR, PROFILE_ENV, PROFILES, project_path, resolve_profile
 

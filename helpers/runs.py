@@ -12,7 +12,7 @@ each notebook writes (manifest, weights record, models...) and the run record:
 - ``parameters.json``, per notebook ``{"injected": {...}, "resolved": {...}}``.
 
 The two extracts are rewritten each time a notebook records itself, so a notebook run by
-hand (JupyterLab, papermill) leaves the same record as one run by ``helpers.runner``.
+hand (JupyterLab, papermill) leaves the same record as one run by ``helpers.batch.runner``.
 """
 
 from __future__ import annotations

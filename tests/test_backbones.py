@@ -131,8 +131,9 @@ def test_keras3_training_true_reaches_an_unfrozen_batchnorm():
     x = np.random.default_rng(0).uniform(0, 255, (4, *SHAPE)).astype("float32")
     base_model, _ = backbones.build_backbone("MobileNetV3Small", None, SHAPE, verbose=False)
     inputs = keras.Input(shape=SHAPE)
-    outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(
-        base_model(inputs, training=False)))
+    outputs = keras.layers.Dense(1)(
+        keras.layers.GlobalAveragePooling2D()(base_model(inputs, training=False))
+    )
     model = keras.Model(inputs, outputs)
     base_model.trainable = True
     bn, before = _moving_means(base_model)

@@ -1,4 +1,4 @@
-"""Tests of helpers.preflight: the parameter rules, the data check, and how fast they fail.
+"""Tests of helpers.batch.preflight: the parameter rules, the data check, and how fast they fail.
 
 Every dataset is a few tiny PNGs made with PIL in a temporary folder. The bad cases must
 fail naming the parameter in well under the time a notebook takes to find them.

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from helpers import config, runner, runs
+from helpers import config, runs
+from helpers.batch import runner
 
 
 def test_run_dir_resolution(monkeypatch, tmp_path):
@@ -105,49 +106,6 @@ def test_weights_used_without_imagenet(tmp_path):
     )
     used = runs.weights_used(tmp_path)
     assert used["imagenet"] is False and used["backbones"] == ["MobileNetV3Small"]
-
-
-def declared(default: str, help_text: str = "meaning") -> runner.Declared:
-    import ast
-
-    return runner.Declared("P", "01_x", default, help_text, None, ast.literal_eval(default), True)
-
-
-@pytest.mark.parametrize(
-    "default, value, ok",
-    [
-        ("5", 6, True),
-        ("5", 6.0, False),
-        ("5", True, False),
-        ("5", "6", False),
-        ("0.2", 1, True),
-        ("1e-3", 0.5, True),
-        ("0.2", False, False),
-        ("True", False, True),
-        ("True", 1, False),
-        ('"auto"', "x", True),
-        ('"auto"', 3, False),
-        ("(0.7, 0.15, 0.15)", [0.8, 0.1, 0.1], True),
-        ("(0.7, 0.15, 0.15)", [1, 0, 0], True),
-        ("(0.7, 0.15, 0.15)", ["a"], False),
-        ("(0.7, 0.15, 0.15)", 0.7, False),
-        ("None", "anything", True),
-        ("None", [1, "a"], True),
-        ("None", {"k": 1}, True),
-        ("5", None, False),
-    ],
-)
-def test_value_types(default, value, ok):
-    assert (runner.check_value(value, declared(default)) is None) is ok
-
-
-def test_values_the_help_names():
-    assert runner.check_value(True, declared('"auto"', '"auto", True or False')) is None
-    assert runner.check_value(None, declared('"auto"', '"imagenet", None (random)')) is None
-    assert runner.check_value(None, declared('"auto"', "a name")) is not None
-    import datetime
-
-    assert "cannot be injected" in runner.check_value(datetime.date(2024, 1, 1), declared("None"))
 
 
 def test_injectable_values():

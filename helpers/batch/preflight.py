@@ -178,8 +178,8 @@ def check_parameters(parameters: dict[str, Any], notebooks: Sequence[Path]) -> l
     declares, a value papermill cannot inject, a broken rule (course's, :func:`default_rule`)."""
     decl = {Path(p).stem: declared_parameters(p) for p in notebooks}
     names = {n for d in decl.values() for n in d} - set(RUNNER_PARAMETERS)
-    extra = {n: default_rule(nb, n, d[n]) for nb, d in decl.items() for n in d}
-    extra = {n: rule for n, rule in extra.items() if n not in CourseParameters.model_fields}
+    extra = {n: default_rule(nb, n, d[n]) for nb, d in reversed(decl.items()) for n in d}
+    extra = {n: f for n, f in extra.items() if n not in CourseParameters.model_fields}
     model = pydantic.create_model("Declared", __base__=CourseParameters, **extra)
     problems = []
     for name, value in parameters.items():

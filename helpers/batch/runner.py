@@ -28,7 +28,6 @@ from helpers import runs
 from helpers.batch import preflight
 from helpers.config import NOTEBOOKS_DIR, PROJ_ROOT, RUNS_DIR, project_path, resolve_profile
 
-KERNEL = "python3"
 RESUME = "python -m helpers.batch.runner --resume"
 _clock = tqdm.format_interval  # 75 s -> "01:15"
 
@@ -110,7 +109,7 @@ def _execute(notebook: Path, out: Path, injected: dict, timeout: float | None) -
     from helpers.batch.quiet import quiet_kernel_options
 
     log = out.parent / "kernel.log"
-    options = {"cwd": str(notebook.parent), "kernel_name": KERNEL, "progress_bar": False}
+    options = {"cwd": str(notebook.parent), "kernel_name": "python3", "progress_bar": False}
     options.update(quiet_kernel_options(log), execution_timeout=timeout)
     try:
         papermill.execute_notebook(str(notebook), str(out), injected, **options)
