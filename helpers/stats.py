@@ -1,4 +1,4 @@
-"""Rates (proportions) with exact Clopper-Pearson intervals, and how to print them."""
+"""Rates with exact Clopper-Pearson intervals, paired comparisons, and the verdicts they allow."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import binomtest, bootstrap
 
 CONFIDENCE = 0.95
 
@@ -43,3 +44,62 @@ def format_rate(rate: Mapping) -> str:
         f"{100 * rate['rate']:.1f} % ({rate['errors']}/{rate['n']}, {level} % CI "
         f"{100 * rate['ci_low']:.1f}-{100 * rate['ci_high']:.1f} %)"
     )
+
+
+def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+    """B minus A on the same images: accuracies, their difference with a paired bootstrap
+    interval, and McNemar's exact test (a binomial test on the images where they disagree).
+
+    With no disagreement at all the interval is +-(exact upper bound of the disagreement rate):
+    identical answers on n images do not prove a zero difference.
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape or a.ndim != 1 or not a.size:
+        raise ValueError(f"need two 1-D arrays of the same images, got {a.shape} and {b.shape}")
+    b_only, a_only = int((b & ~a).sum()), int((a & ~b).sum())
+    n, discordant = a.size, a_only + b_only
+    out = {
+        "n": n,
+        "accuracy_a": a.mean(),
+        "accuracy_b": b.mean(),
+        "difference": b.mean() - a.mean(),
+    }
+    out.update(a_only=a_only, b_only=b_only, confidence=confidence)
+    if discordant == 0:
+        bound = binomtest(0, n).proportion_ci(confidence_level=confidence).high
+        return {**out, "ci_low": -bound, "ci_high": bound, "p_value": 1.0}
+    result = bootstrap(
+        (a.astype(float), b.astype(float)),
+        lambda x, y, axis: y.mean(axis=axis) - x.mean(axis=axis),
+        paired=True,
+        confidence_level=confidence,
+        n_resamples=4000,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return {
+        **out,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": float(binomtest(b_only, discordant).pvalue),
+    }
+
+
+def verdict(low: float, high: float, claimed: tuple[float, float], estimate: float, n: int) -> str:
+    """Whether an interval [low, high] supports a claim that the true value lies in ``claimed``.
+
+    "held" (the interval inside the claim), "not held" (the interval outside it), else
+    "inconclusive at this sample size (~N would resolve it)", N scaled from the interval's width.
+    """
+    lo, hi = claimed
+    if lo <= low and high <= hi:
+        return "held"
+    if high < lo or low > hi:
+        return "not held"
+    edge = min((abs(estimate - e) for e in (lo, hi) if math.isfinite(e)), default=0.0)
+    half = (high - low) / 2
+    if edge <= 0 or not math.isfinite(half):
+        return "inconclusive at this sample size"
+    needed = math.ceil(n * (half / edge) ** 2)
+    return f"inconclusive at this sample size (~{needed:,} would resolve it)"

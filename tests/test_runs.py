@@ -39,6 +39,12 @@ def test_new_run_dir_never_overwrites(tmp_path):
     assert (target / "keep.txt").read_text() == "mine"
 
 
+def test_new_run_dir_defaults_under_runs(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "RUNS_DIR", tmp_path / "runs")
+    path = runner.new_run_dir("small")
+    assert path.parent == tmp_path / "runs" and path.name.endswith("-small")
+
+
 def test_profiles(monkeypatch):
     monkeypatch.delenv(config.PROFILE_ENV, raising=False)
     assert config.resolve_profile(None) == "full"

@@ -37,3 +37,42 @@ def test_rate_without_samples_is_nan_with_a_note():
 def test_format_rate():
     assert stats.format_rate(stats.rate_with_ci(2, 10)) == "20.0 % (2/10, 95 % CI 2.5-55.6 %)"
     assert stats.format_rate(stats.rate_with_ci(0, 0)).startswith("n/a (no samples")
+
+
+def test_paired_comparison_on_known_predictions():
+    import numpy as np
+
+    a = np.array([1] * 80 + [0] * 20, bool)  # A right on 80 of 100 images
+    b = a.copy()
+    b[80:95] = True  # B also right on 15 images A misses...
+    b[:5] = False  # ...and wrong on 5 that A gets right.
+    out = stats.paired(a, b)
+    assert out["n"] == 100 and (out["a_only"], out["b_only"]) == (5, 15)
+    assert out["difference"] == pytest.approx(0.10)
+    # McNemar's exact test: 15 of 20 discordant pairs, two-sided binomial p = 0.0414.
+    assert out["p_value"] == pytest.approx(0.0414, abs=1e-3)
+    assert 0 < out["ci_low"] < 0.10 < out["ci_high"] < 0.25
+    assert stats.paired(b, a)["difference"] == pytest.approx(-0.10)
+
+
+def test_identical_answers_leave_an_interval():
+    import numpy as np
+
+    same = np.array([True, False] * 50)
+    out = stats.paired(same, same)
+    assert out["difference"] == 0 and out["p_value"] == 1.0
+    assert out["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 100)) and out["ci_low"] < 0
+    with pytest.raises(ValueError, match="same images"):
+        stats.paired(same, same[:10])
+
+
+def test_verdicts_follow_the_interval():
+    better = (0.0, math.inf)  # the claim: B is better than A
+    assert stats.verdict(0.02, 0.15, better, 0.08, 100) == "held"
+    assert stats.verdict(-0.15, -0.02, better, -0.08, 100) == "not held"
+    text = stats.verdict(-0.02, 0.10, better, 0.04, 100)
+    # Half-width 0.06 against a distance of 0.04 to the edge: (0.06 / 0.04) ** 2 * 100 = 225.
+    assert text == "inconclusive at this sample size (~225 would resolve it)"
+    assert "improved" not in text and "held" not in text
+    small_loss = (-0.01, math.inf)  # the sheet: INT8 loses under 1 point
+    assert stats.verdict(-0.005, 0.004, small_loss, 0.0, 400) == "held"

@@ -68,7 +68,7 @@ def parse_value(text: str) -> Any:
 
 def new_run_dir(profile: str, run_dir: str | os.PathLike | None = None) -> Path:
     """A fresh run folder; an existing non-empty one is refused, never overwritten."""
-    path = project_path(run_dir or f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}", RUNS_DIR)
+    path = project_path(run_dir, RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}")
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(
             f"Run folder {path} already exists and is not empty. Choose another --run-dir "
