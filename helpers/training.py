@@ -4,7 +4,6 @@ fine-tuning limits, validation metrics, the phase files that 05-07 read, the tes
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,18 +13,23 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
+from scipy.stats import median_abs_deviation
 
 from helpers.runs import jsonable, read_json, write_json
 
 #: Above these, the sheet's fine-tuning anti-patterns apply.
 FINETUNE_MAX_LR, FINETUNE_MAX_EPOCHS = 1e-5, 10
-#: The sheet's remedies, quoted by :func:`diagnose`.
-OVERFITTING_REMEDIES = ["fewer epochs", "more data", "more dropout", "data augmentation"]
-UNDERFITTING_REMEDIES = ["more epochs", "a more powerful model (EfficientNet)", "data quality"]
-UNSTABLE_REMEDIES = ["a lower learning rate", "BatchNormalization layers kept frozen"]
-#: Rules of :func:`diagnose`: accuracy below which it is low, epochs needed, train-val
-#: accuracy gap, epochs of the recent window, relative val_loss change of a plateau.
-LOW_ACCURACY, MIN_EPOCHS, MAX_GAP, WINDOW, PLATEAU = 0.70, 3, 0.10, 3, 0.05
+#: The sheet's remedies, by the keys that ``diagnose(in_use=...)`` takes for those already on.
+OVERFITTING_REMEDIES = {"early_stopping": "fewer epochs (early stopping)", "more_data": "more data",
+                        "dropout": "more dropout", "augmentation": "data augmentation"}
+UNDERFITTING_REMEDIES = {"more_epochs": "more epochs", "data_quality": "data quality",
+                         "bigger_model": "a more powerful model (EfficientNet)"}
+UNSTABLE_REMEDIES = {"lower_lr": "a lower learning rate",
+                     "frozen_bn": "BatchNormalization layers kept frozen"}
+REMEDY_KEYS = {*OVERFITTING_REMEDIES, *UNDERFITTING_REMEDIES, *UNSTABLE_REMEDIES}
+#: Rules of :func:`diagnose`: accuracy below which it is low, epochs needed, train-val accuracy
+#: gap, epochs of the recent window, multiple of the epoch-to-epoch noise that a change must pass.
+LOW_ACCURACY, MIN_EPOCHS, MAX_GAP, WINDOW, NOISE_FACTOR = 0.70, 3, 0.10, 3, 3.0
 ACCURACY_KEYS = ("accuracy", "binary_accuracy", "categorical_accuracy")
 TEST_ACCESS_FILE = "test_access.json"
 
@@ -70,22 +74,47 @@ def _curve(history: Mapping, names: Sequence[str], prefix: str = "") -> list[flo
     return []
 
 
-def _relative(change: float, base: float) -> float:
-    return change / abs(base) if base else (math.inf if change else 0.0)
+def _noise(values: Sequence[float], floor: float | None = None) -> float:
+    """Epoch-to-epoch noise (a standard deviation): scaled MAD of each value minus the mean of its
+    neighbours, over sqrt(1.5). With ``floor``: max(NOISE_FACTOR * noise, floor), a real change."""
+    v = np.asarray(values, dtype=float)
+    noise = float(median_abs_deviation(v[1:-1] - (v[:-2] + v[2:]) / 2, scale="normal") / 1.5**0.5)
+    return noise if floor is None else max(NOISE_FACTOR * noise, floor)
 
 
-def diagnose(history: Mapping[str, Any], tolerance: float = 0.02) -> Diagnosis:
-    """Read a history as the course sheet does: good, overfitting or underfitting.
+def _change(values: Sequence[float], w: int) -> float:
+    """The change over the last ``w`` epochs on a straight line fitted to the last ``w + 1``."""
+    return float(np.polyfit(np.arange(w + 1), values[-w - 1 :], 1)[0] * w)
 
-    Rules, in order (epochs 1-based, ``w = min(WINDOW, epochs - 1)``):
-    1. "too short to tell": fewer than ``MIN_EPOCHS`` epochs.
-    2. "underfitting": best train AND best validation accuracy below ``LOW_ACCURACY``.
-    3. "overfitting": (a) the last val_loss is above its minimum by more than ``tolerance``
-       relative to it (so binary and multi-class losses compare) while the train loss kept
-       falling; or (b) the train-val accuracy gap exceeds ``MAX_GAP``, grew by more than
-       ``tolerance`` over the last ``w`` epochs while val accuracy gained at most that.
-    4. "good" (see :func:`_good`). Loss-only histories skip rules 2 and 3b.
+
+def _finish(verdict, sentence, options: Mapping[str, str], e: dict, in_use) -> Diagnosis:
+    """Add the numbers every sentence gives, drop the remedies already in use and say so."""
+    sentence += (
+        f" Validation loss: minimum {e['val_loss_min']:.3f} at epoch {e['val_loss_min_epoch']} of "
+        f"{e['epochs']}; epoch-to-epoch noise {e['val_loss_noise']:.4f}, so changes under "
+        f"{e['val_loss_limit']:.4f} count as noise."
+    )
+    on = [text for key, text in options.items() if key in in_use]
+    sentence += f" Already in use, so not recommended again: {', '.join(on)}." if on else ""
+    return Diagnosis(verdict, sentence, e, [t for k, t in options.items() if k not in in_use])
+
+
+def diagnose(history: Mapping[str, Any], tolerance: float = 0.02, in_use=()) -> Diagnosis:
+    """Read a history as the course sheet does, counting only changes beyond the noise.
+
+    A change counts when it exceeds ``NOISE_FACTOR`` times the curve's :func:`_noise` and
+    ``tolerance`` (relative to the minimum for losses, absolute for accuracies). Rules in order,
+    ``w = min(WINDOW, epochs - 1)``: 1. "too short to tell" under ``MIN_EPOCHS`` epochs.
+    2. "still improving": validation loss still falls over the last ``w`` epochs (:func:`_change`).
+    3. "underfitting": best train and validation accuracies below ``LOW_ACCURACY`` and training
+    loss no longer falling. 4. "overfitting": (a) the mean validation loss of the last ``w``
+    epochs after its minimum rose above the median of the minimum and its neighbours while the
+    training loss fell; or (b) no new validation-loss minimum in the last ``w`` epochs while the
+    train-val accuracy gap, above ``MAX_GAP``, grew and validation accuracy did not. 5. "good".
+    ``in_use``: ``REMEDY_KEYS`` already applied, not recommended again.
     """
+    if unknown := set(in_use) - REMEDY_KEYS:
+        raise ValueError(f"in_use has unknown keys {sorted(unknown)}; use {sorted(REMEDY_KEYS)}.")
     loss, vloss = _curve(history, ["loss"]), _curve(history, ["loss"], "val_")
     if not loss or not vloss:
         raise ValueError(f"history needs 'loss' and 'val_loss' lists; got {sorted(history)}.")
@@ -94,71 +123,82 @@ def diagnose(history: Mapping[str, Any], tolerance: float = 0.02) -> Diagnosis:
     acc, vacc = (acc, vacc) if acc and vacc else ([], [])
     evidence: dict[str, Any] = {"epochs": n, "has_accuracy": bool(acc)}
     if n < MIN_EPOCHS:
-        why = f"{n} epoch{'s' * (n != 1)}; at least {MIN_EPOCHS} are needed to see a trend."
-        return Diagnosis(
-            "too short to tell", f"Too short to tell: {why}", evidence, ["more epochs"]
-        )
+        why = f"Too short to tell: {n} epoch{'s' * (n != 1)}; at least {MIN_EPOCHS} are needed."
+        return Diagnosis("too short to tell", why, evidence, ["more epochs"])
     loss, vloss, w, best = loss[:n], vloss[:n], min(WINDOW, n - 1), int(np.argmin(vloss[:n]))
-    rise = _relative(vloss[-1] - vloss[best], vloss[best])
-    rose = rise > tolerance and loss[-1] < loss[best]
-    fell = f"{vloss[best]:.2f} at epoch {best + 1}"
-    evidence.update(val_loss_min=vloss[best], val_loss_min_epoch=best + 1, window=w)
-    if acc and max(acc) < LOW_ACCURACY and max(vacc) < LOW_ACCURACY:
-        a, v = int(np.argmax(acc)), int(np.argmax(vacc))
-        also = f" (validation loss also rose from {fell} to {vloss[-1]:.2f})" * rose
-        sentence = (
-            f"Underfitting: the best training accuracy is {acc[a]:.2f} (epoch {a + 1}) and the "
-            f"best validation accuracy {vacc[v]:.2f} (epoch {v + 1}), both below "
-            f"{LOW_ACCURACY:.2f}{also}."
-        )
-        return Diagnosis("underfitting", sentence, evidence, list(UNDERFITTING_REMEDIES))
-    if rose:
+    limit, after = _noise(vloss, tolerance * abs(vloss[best])), vloss[best + 1 :]
+    base, change = float(np.median(vloss[max(best - 1, 0) : best + 2])), _change(vloss, w)
+    evidence.update(val_loss_min=vloss[best], val_loss_min_epoch=best + 1, window=w,
+                    val_loss_noise=_noise(vloss), val_loss_limit=limit, val_loss_change=change,
+                    val_loss_rise=float(np.mean(after[-w:])) - base if after else 0.0,
+                    still_falling=change < -limit)
+    if change < -limit:
+        why = f"validation loss was still falling at the end ({change:+.3f} over {w} epochs)"
+        said = f"Still improving: {why}: more epochs may help, not fewer."
+        return _finish("still improving", said, {"more_epochs": "more epochs"}, evidence, in_use)
+    args = (loss, vloss, acc, vacc, evidence, tolerance)
+    return _finish(*(_underfitting(*args) or _overfitting(*args) or _good(*args)), evidence, in_use)
+
+
+def _underfitting(loss, vloss, acc, vacc, evidence, tolerance):
+    """Rule 3 of :func:`diagnose`: (verdict, sentence, remedies), or None."""
+    w, change = evidence["window"], _change(loss, evidence["window"])
+    floor = tolerance * abs(min(loss))
+    if not acc or max(max(acc), max(vacc)) >= LOW_ACCURACY or change < -_noise(loss, floor):
+        return None
+    a, v = int(np.argmax(acc)), int(np.argmax(vacc))
+    sentence = (
+        f"Underfitting: the best training accuracy is {acc[a]:.2f} (epoch {a + 1}) and the best "
+        f"validation accuracy {vacc[v]:.2f} (epoch {v + 1}), both below {LOW_ACCURACY:.2f}, and "
+        f"training loss stopped falling ({change:+.3f} over the last {w} epochs)."
+    )
+    return "underfitting", sentence, UNDERFITTING_REMEDIES
+
+
+def _overfitting(loss, vloss, acc, vacc, evidence, tolerance):
+    """Rule 4 of :func:`diagnose`, (a) then (b): (verdict, sentence, remedies), or None."""
+    n, w, best = len(loss), evidence["window"], evidence["val_loss_min_epoch"] - 1
+    if (rise := evidence["val_loss_rise"]) > evidence["val_loss_limit"] and loss[-1] < loss[best]:
         evidence["rule"] = "val_loss rose above its minimum while train loss fell"
-        restored = history.get("best_epoch")
         sentence = (
-            f"Overfitting: validation loss rose from {fell} (its minimum) to {vloss[-1]:.2f} at "
-            f"epoch {n} while training loss kept falling ({loss[best]:.2f} → {loss[-1]:.2f})."
-            + (f" Early stopping restored the weights of epoch {restored}." if restored else "")
+            f"Overfitting: validation loss rose from {vloss[best]:.2f} at epoch {best + 1} (its "
+            f"minimum) to {vloss[-1]:.2f} at epoch {n}, its last {min(w, n - 1 - best)} epochs "
+            f"averaging {rise:.3f} above the minimum's neighbourhood, while training loss kept "
+            f"falling ({loss[best]:.2f} → {loss[-1]:.2f})."
         )
-        return Diagnosis("overfitting", sentence, evidence, list(OVERFITTING_REMEDIES))
+        return "overfitting", sentence, OVERFITTING_REMEDIES
     gap, s = [a - v for a, v in zip(acc, vacc)], -1 - w
-    if gap and gap[-1] > MAX_GAP and gap[-1] - gap[s] > tolerance >= vacc[-1] - vacc[s]:
-        evidence["rule"] = "train-val accuracy gap grew while val accuracy stalled"
-        sentence = (
-            f"Overfitting: from epoch {n + s + 1} to {n} training accuracy went {acc[s]:.2f} → "
-            f"{acc[-1]:.2f} while validation accuracy stalled ({vacc[s]:.2f} → "
-            f"{vacc[-1]:.2f}); the gap is now {gap[-1]:.2f}."
-        )
-        return Diagnosis("overfitting", sentence, evidence, list(OVERFITTING_REMEDIES))
-    return _good(loss, vloss, acc, vacc, best, evidence, rise > tolerance, tolerance)
+    if (not gap or best >= n - w or gap[-1] <= MAX_GAP or gap[-1] - gap[s] <= _noise(gap, tolerance)
+            or max(vacc[s + 1 :]) - max(vacc[: s + 1]) > _noise(vacc, tolerance)):
+        return None
+    evidence["rule"] = "train-val accuracy gap grew while val accuracy stalled"
+    sentence = (
+        f"Overfitting: from epoch {n + s + 1} to {n} training accuracy went {acc[s]:.2f} → "
+        f"{acc[-1]:.2f} while validation accuracy stalled ({vacc[s]:.2f} → {vacc[-1]:.2f}) "
+        f"and validation loss set no new minimum; the gap is now {gap[-1]:.2f}."
+    )
+    return "overfitting", sentence, OVERFITTING_REMEDIES
 
 
-def _good(loss, vloss, acc, vacc, best, evidence, val_rose, tolerance) -> Diagnosis:
-    """Rule 4: good; ``evidence["plateaued"]`` when val_loss moved at most ``PLATEAU``
-    (relative) over the last ``w`` epochs, "unstable" when both losses rose at the end."""
-    n, w = len(loss), evidence["window"]
-    recent = _relative(vloss[-1] - vloss[-1 - w], vloss[-1 - w])
-    evidence.update(val_loss_change_window=recent, plateaued=abs(recent) <= PLATEAU)
-    if val_rose and _relative(loss[-1] - min(loss), min(loss)) > tolerance:
-        evidence["unstable"] = True
+def _good(loss, vloss, acc, vacc, e, tolerance):
+    """Rule 5: good; "unstable" (``evidence["unstable"]``) when both losses rose at the end."""
+    n, w, best = len(loss), e["window"], e["val_loss_min_epoch"]
+    if e["val_loss_rise"] > e["val_loss_limit"]:
+        e["unstable"] = True
         sentence = (
             "No overfitting or underfitting pattern, but training was unstable: both losses "
-            f"rose at the end (validation {vloss[best]:.2f} at epoch {best + 1} → "
+            f"rose at the end (validation {min(vloss):.2f} at epoch {best} → "
             f"{vloss[-1]:.2f}, training {min(loss):.2f} → {loss[-1]:.2f} at epoch {n})."
         )
-        return Diagnosis("good", sentence, evidence, list(UNSTABLE_REMEDIES))
+        return "good", sentence, UNSTABLE_REMEDIES
     sentence = (
-        f"Good: training and validation loss fell together ({loss[0]:.2f} → {loss[-1]:.2f} "
-        f"and {vloss[0]:.2f} → {vloss[-1]:.2f}, minimum at epoch {best + 1} of {n})"
+        f"Good: training loss went {loss[0]:.2f} → {loss[-1]:.2f} and validation loss "
+        f"{vloss[0]:.2f} → {vloss[-1]:.2f} (minimum at epoch {best} of {n})"
     )
     if acc:
         sentence += f", accuracies {acc[-1]:.2f} (train) and {vacc[-1]:.2f} (validation) at the end"
-    change = f"{recent:+.1%} over the last {w} epochs"
-    if evidence["plateaued"]:
-        sentence += f"; the curves have plateaued (validation loss changed by {change})."
-        return Diagnosis("good", sentence, evidence, [])
-    sentence += f"; validation loss was still changing ({change}): more epochs may help."
-    return Diagnosis("good", sentence, evidence, ["more epochs: the curves have not plateaued"])
+    levelled = f"; validation loss levelled off ({e['val_loss_change']:+.4f} over {w} epochs)."
+    return "good", sentence + levelled, {}
 
 
 def evaluate(model: keras.Model, ds, classes: Sequence[str], threshold: float = 0.5) -> dict:

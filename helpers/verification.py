@@ -36,6 +36,21 @@ def decide(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return (p >= threshold).astype(int) if p.ndim == 1 else p.argmax(axis=-1)
 
 
+def fit_threshold(probs, labels, classes, bona_fide="real", method="eer", target_apcer=0.05):
+    """The course's one decision threshold, fitted on validation (notebooks 05 and 06):
+    ``(threshold on P(second class) for decide, choose_threshold's dict)``; without
+    ``bona_fide`` among ``classes`` ``(0.5, None)``; 3+ classes decide by argmax anyway."""
+    from helpers import antispoofing
+
+    if bona_fide not in classes:
+        return 0.5, None
+    scores = antispoofing.bona_fide_scores(probs, classes, bona_fide)
+    attack = antispoofing.is_attack(labels, classes, bona_fide)
+    info = antispoofing.choose_threshold(scores, attack, method, target_apcer, split_name="val")
+    t = info["threshold"]
+    return (0.5 if len(classes) > 2 else t if classes[1] == bona_fide else 1 - t), info
+
+
 def _quantization(detail: Mapping) -> dict | None:
     """``{"scale", "zero_point"}`` of an integer tensor, None for a float one."""
     if not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
@@ -128,6 +143,7 @@ def side_by_side_latency(
     summary = pd.DataFrame({"median_ms": table.median(), "p95_ms": table.quantile(0.95)})
     summary["min_ms"], summary["runs"] = table.min(), runs
     summary["threads"] = [m.num_threads for m in loaded.values()]
+    summary.attrs["times"] = table  # One column of per-run milliseconds per model.
     return summary.rename_axis("model")
 
 
@@ -172,9 +188,9 @@ def compare_variants(
 ) -> pd.DataFrame:
     """The Keras model and each ``.tflite`` of ``paths`` on the same images and class-index
     ``labels``, decided by :func:`decide` at ``threshold``: one row per model ("Keras", then
-    the names of ``paths``) with accuracy, ROC AUC, agreement with Keras, size and batch-1
-    latency (``runs`` per file, ``keras_runs`` for Keras); ``.attrs["probabilities"]``
-    holds each model's probabilities ("keras" for Keras)."""
+    the names of ``paths``) with accuracy, ROC AUC, agreement and flips vs Keras, size, batch-1
+    latency (``runs`` per file, ``keras_runs`` for Keras); ``.attrs``: ``probabilities``
+    (each model's, "keras" for Keras) and ``latency_ms`` (per-run times of each file)."""
     images = np.asarray(images, dtype=np.float32)
     y, k = np.asarray(labels).reshape(-1).astype(int), len(classes)
     if k < 2 or not paths or images.ndim != 4 or len(images) == 0 or len(y) != len(images):
@@ -194,6 +210,7 @@ def compare_variants(
             "accuracy": np.mean(predicted == y),
             "roc_auc": _roc_auc(y, probs, k),
             "agreement_with_keras": np.mean(predicted == decide(probabilities["keras"], threshold)),
+            "flips_vs_keras": int(np.sum(predicted != decide(probabilities["keras"], threshold))),
             "max_prob_diff_vs_keras": np.max(np.abs(probs - probabilities["keras"])),
             "size_mb": models[name].size_mb if name in models else np.nan,
         }
@@ -205,9 +222,9 @@ def compare_variants(
     columns = [*rows[KERAS_ROW], "latency_median_ms", "latency_p95_ms", "threads"]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(dict.fromkeys(columns)))
     base = table["size_mb"].get("float32", np.nan)
-    table.insert(6, "size_ratio_vs_float32", table["size_mb"] / base)
+    table.insert(7, "size_ratio_vs_float32", table["size_mb"] / base)
     table = table.assign(images=len(y)).rename_axis("model")
-    table.attrs["probabilities"] = probabilities
+    table.attrs.update(probabilities=probabilities, latency_ms=timings.attrs["times"])
     return table
 
 
@@ -220,28 +237,23 @@ def _row(table: pd.DataFrame, name: str) -> pd.Series:
     return table.loc[name]
 
 
-def accuracy_status(drop: float, pass_below: float, fail_above: float) -> str:
-    """Status of an accuracy drop: pass below ``pass_below``, borderline up to ``fail_above``."""
-    if drop < pass_below - _EPS:
-        return "pass"
-    return "borderline" if drop <= fail_above + _EPS else "fail"
-
-
 def _change(drop: float) -> str:
-    if drop > _EPS:
-        return f"{drop * 100:.2f} points lost"
-    return f"{-drop * 100:.2f} points gained" if drop < -_EPS else "unchanged"
+    """A change in accuracy, in points, without a word for its direction (see the verdicts)."""
+    return f"change {-drop * 100:+.2f} points" if abs(drop) > _EPS else "no change"
 
 
 def _delta_rule(table: pd.DataFrame, name: str, deltas: tuple[float, float]) -> list:
     """The row of acceptance's table for "float32 vs ``name``"."""
     acc32, row = float(_row(table, "float32")["accuracy"]), _row(table, name)
     drop = acc32 - float(row["accuracy"])
-    status = accuracy_status(drop, *deltas)
+    status = (
+        "pass" if drop < deltas[0] - _EPS else "fail" if drop > deltas[1] + _EPS else "borderline"
+    )
     evidence = (
         f"accuracy {acc32:.4f} → {row['accuracy']:.4f}: {_change(drop)} (pass below "
-        f"{deltas[0]:.0%}, fail above {deltas[1]:.0%}); same class as Keras on "
-        f"{row['agreement_with_keras']:.1%} of the images"
+        f"{deltas[0]:.0%}, fail above {deltas[1]:.0%}); {row['flips_vs_keras']:.0f} of "
+        f"{row['images']:.0f} predictions differ from Keras; ROC AUC change "
+        f"{row['roc_auc'] - _row(table, 'float32')['roc_auc']:+.4f}"
     )
     label = "INT8" if name == "int8" else name
     return [f"float32 vs {label}: accuracy delta", status, drop, deltas[1], evidence]
@@ -289,14 +301,17 @@ def acceptance(
     return result
 
 
-def speed_verdict(table: pd.DataFrame) -> str:
-    """Say plainly whether INT8 runs faster than float32 here, with the ratio."""
+def speed_verdict(table: pd.DataFrame, interval: tuple[float, float] | None = None) -> str:
+    """Say plainly whether INT8 runs faster than float32 here (ratio of median latencies):
+    a direction only when ``interval`` (else ratio / 1.05 to ratio x 1.05) excludes 1."""
     t32, t8 = (float(_row(table, n)["latency_median_ms"]) for n in ("float32", "int8"))
-    ratio, where = t32 / t8, f"(median {t8:.2f} ms vs {t32:.2f} ms per image at batch 1)"
-    if ratio >= 1.05:
+    ratio, where = t32 / t8, f"(median {t8:.2f} ms vs {t32:.2f} ms per image at batch 1"
+    low, high = interval or (ratio / 1.05, ratio * 1.05)
+    where += f"; 95 % interval {low:.2f}-{high:.2f}x)" if interval else ")"
+    if low > 1:
         return f"INT8 is {ratio:.2f}x faster than float32 here {where}."
-    if ratio > 0.95:
-        return f"INT8 runs about as fast as float32 here ({ratio:.2f}x) {where}."
+    if high >= 1:
+        return f"No clear speed difference between INT8 and float32 here ({ratio:.2f}x) {where}."
     return (
         f"INT8 is SLOWER than float32 here: {1 / ratio:.2f}x the time {where}. With XNNPACK "
         "this happens when INT8 ops run outside the delegate (quantization.delegation_report), "
@@ -317,10 +332,6 @@ def write_labels(path: str | os.PathLike, classes: Sequence[str]) -> Path:
     """Write the class names in the model's output order, one per line (UTF-8)."""
     Path(path).write_text("\n".join(_check_classes(classes)) + "\n", encoding="utf-8")
     return Path(path)
-
-
-def read_labels(path: str | os.PathLike) -> list[str]:
-    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
 def _io_entry(detail: Mapping, key: str, text: str) -> dict:
@@ -449,7 +460,7 @@ def _curves_item(run_dir: Path) -> tuple[bool, str]:
     problems = [
         f"{n}: {v or 'no diagnosis'}" if h else f"{n}: no history"
         for n, h, v in phases
-        if not h or v in (None, "overfitting")
+        if not h or str(v).startswith(("None", "overfitting"))
     ]
     listed = ", ".join(f"{n} {v or 'undiagnosed'}" for n, _, v in phases) or "no phase found"
     tail = f"; problem: {'; '.join(problems)}" if problems else "; none overfitting"
@@ -525,3 +536,21 @@ def pre_deployment_checklist(
     }
     rows = [(item, bool(passed), evidence) for item, (passed, evidence) in items.items()]
     return pd.DataFrame(rows, columns=["item", "passed", "evidence"])
+
+
+def release(checklist: pd.DataFrame, recommended: str | None) -> tuple[str, str]:
+    """What the checklist does to acceptance's ``recommended`` variant: ``("ship", why)`` or
+    ``("hold", why)``. Every failed item holds the release (it concerns the trained model, the
+    test figures or the files, which all variants share), except the quantized-accuracy item
+    when acceptance already chose a variant other than INT8 because of it."""
+    if recommended is None:
+        return "hold", "no variant passed acceptance: float32 LiteRT differs from Keras"
+    failed = list(checklist.loc[~checklist["passed"].astype(bool), "item"])
+    holds = [i for i in failed if recommended == "int8" or not i.startswith("Quantized")]
+    if holds:
+        listed = "; ".join(holds)
+        return "hold", f"hold {recommended}: the checklist fails ({listed}); fix, then run again"
+    why = f"ship {recommended}: every checklist item passed"
+    if failed:
+        why = f"ship {recommended}: the failed item ({failed[0]}) is why acceptance left INT8"
+    return "ship", why

@@ -2,7 +2,8 @@
 
 Three classes (``other``, ``print``, ``screen``), none of them ``real``: notebooks 01 to
 06 train, convert and export as for any classifier, and notebook 07 says once that its
-anti-spoofing evaluation does not apply, does nothing else, and records why. The run is
+anti-spoofing evaluation does not apply, records why, and still shows the claims scoreboard
+of notebooks 01-06 (nothing else). The run is
 sized to finish in about two minutes on two CPU cores (96 px images, one epoch, the
 offline backbone, no optional experiments); notebooks 00 and 02 read no run artefact that
 this case changes, so they are left out.
@@ -18,7 +19,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import antispoofing, demo_data, runs, verification
+from helpers import antispoofing, claims, demo_data, runs, verification
 from helpers.batch import preflight, runner
 
 NOTEBOOKS = "01,03,04,05,06,07"
@@ -98,7 +99,8 @@ def test_notebook_07_skips_once_and_records_why(run):
     reason = entry["metrics"]["skipped"]
     assert "no bona fide class" in reason and "'real'" in reason
     assert all(name in reason for name in CLASSES.values())
-    assert list(entry["metrics"]) == ["skipped"]  # no anti-spoofing figure recorded
+    scoreboard = {key for key in entry["metrics"] if key.startswith("scoreboard_")}
+    assert set(entry["metrics"]) - scoreboard == {"skipped"}  # no anti-spoofing figure recorded
     assert entry["parameters"]["BONA_FIDE_CLASS"] == "real"
     metrics = json.loads((run_dir / runs.METRICS_NAME).read_text())
     assert metrics["07_antispoofing_evaluation.skipped"] == reason
@@ -106,8 +108,36 @@ def test_notebook_07_skips_once_and_records_why(run):
     assert errors == []
     assert printed.count(SKIP_SENTENCE) == 1, printed
     assert "BONA_FIDE_CLASS" in printed and "'other', 'print', 'screen'" in printed
-    assert printed.strip().count("\n") == 0, printed  # the sentence is all it printed
+    lines = [line for line in printed.splitlines() if not line.startswith("Scoreboard")]
+    assert len(lines) == 1 and lines[0].startswith(SKIP_SENTENCE), printed  # then the board
     assert not (run_dir / "antispoofing.json").exists()
+
+
+def test_notebook_07_still_shows_the_scoreboard(run):
+    _, run_dir = run
+    board = claims.scoreboard(run_dir)
+    assert "07_antispoofing_evaluation" not in set(board["notebook"])  # no PAD claim recorded
+    metrics = runs.load_record(run_dir)["notebooks"]["07_antispoofing_evaluation"]["metrics"]
+    assert metrics["scoreboard_claims"] == len(board)
+    assert metrics["scoreboard_held"] == int((board["verdict"] == "held").sum())
+    printed, _ = _outputs(run_dir / "07_antispoofing_evaluation.ipynb")
+    if board.empty:
+        assert "Scoreboard: no claim recorded" in printed, printed
+    else:
+        assert f"Scoreboard: {len(board)} claims" in printed, printed
+        shown = _shown(run_dir / "07_antispoofing_evaluation.ipynb")
+        assert all(claim in shown for claim in board["claim"])  # shown whole
+
+
+def _shown(path: Path) -> str:
+    """The plain text of every table or figure a notebook displayed."""
+    nb = nbformat.read(path, as_version=4)
+    return "".join(
+        out.get("data", {}).get("text/plain", "")
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.output_type in ("display_data", "execute_result")
+    )
 
 
 def test_notebooks_05_and_06_export_models(run):

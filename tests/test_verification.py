@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import checks, dataset, quantization, verification
+from helpers import antispoofing, checks, dataset, quantization, verification
 from helpers.runs import write_json
 
 SIZE = 32
@@ -143,6 +143,9 @@ def test_side_by_side_latency_rows(converted):
     assert list(table.index) == list(quantization.VARIANTS)
     assert (table["runs"] == 12).all() and (table["median_ms"] > 0).all()
     assert (table["median_ms"] <= table["p95_ms"]).all()
+    times = table.attrs["times"]  # Every timed run, for an interval on the ratio.
+    assert list(times.columns) == list(quantization.VARIANTS) and len(times) == 12
+    assert times.median().to_dict() == table["median_ms"].to_dict()
     with pytest.raises(ValueError, match="runs="):
         verification.side_by_side_latency(_four(converted), runs=0)
 
@@ -158,6 +161,7 @@ def test_compare_variants_table(model, converted, arrays, tmp_path):
         "accuracy",
         "roc_auc",
         "agreement_with_keras",
+        "flips_vs_keras",
         "max_prob_diff_vs_keras",
         "size_mb",
         "size_ratio_vs_float32",
@@ -169,6 +173,11 @@ def test_compare_variants_table(model, converted, arrays, tmp_path):
     assert table.loc["Keras", "max_prob_diff_vs_keras"] == 0
     assert table.loc["float32", "max_prob_diff_vs_keras"] <= 1e-5
     assert table.loc["float32", "agreement_with_keras"] == 1.0
+    assert table.loc["float32", "flips_vs_keras"] == 0 and table.loc["Keras", "flips_vs_keras"] == 0
+    flips = (1 - table["agreement_with_keras"]) * len(x)
+    np.testing.assert_allclose(table["flips_vs_keras"], flips, atol=1e-9)
+    assert list(table.attrs["latency_ms"].columns) == list(quantization.VARIANTS)
+    assert len(table.attrs["latency_ms"]) == 10
     assert table.loc["float32", "size_ratio_vs_float32"] == 1.0
     assert table.loc["int8", "size_mb"] < 0.4 * table.loc["float32", "size_mb"]
     assert 0.4 < table.loc["float16", "size_ratio_vs_float32"] < 0.6
@@ -203,7 +212,10 @@ def _table(acc32=0.90, acc8=0.89, acc16=0.90, diff=1e-6, agreement=1.0, t32=8.0,
     return pd.DataFrame(
         {
             "accuracy": [acc32, acc32, acc8, acc16],
+            "roc_auc": [0.95, 0.95, 0.9412, 0.95],
             "agreement_with_keras": [1.0, agreement, 0.97, 1.0],
+            "flips_vs_keras": [0, round(100 * (1 - agreement)), 3, 0],
+            "images": [100] * 4,
             "max_prob_diff_vs_keras": [0.0, diff, 0.05, 0.001],
             "latency_median_ms": [20.0, t32, t8, 7.0],
             "threads": [2, 2, 2, 2],
@@ -232,6 +244,10 @@ def test_int8_rule_edges(acc8, expected, recommendation):
     rules = verification.acceptance(_table(acc8=acc8))
     assert _status(rules, "Keras vs float32") == "pass"
     assert _status(rules, "float32 vs INT8") == expected
+    # The evidence gives flips and AUC change beside the delta, and no direction word.
+    evidence = rules.loc[rules["rule"].str.startswith("float32 vs INT8"), "evidence"].item()
+    assert "3 of 100 predictions differ from Keras; ROC AUC change -0.0088" in evidence
+    assert not any(word in evidence for word in ("gained", "lost", "improved", "better", "worse"))
     assert rules.attrs["recommendation"] == recommendation
     assert _status(rules, "recommendation") == recommendation
 
@@ -255,7 +271,6 @@ def test_recommendation_falls_back_to_float32_and_refuses_a_broken_conversion():
         verification.acceptance(_table().drop(index="int8"))
     with pytest.raises(ValueError, match="int8_pass_delta"):
         verification.acceptance(_table(), int8_max_delta=0.01, int8_pass_delta=0.02)
-    assert verification.accuracy_status(0.015, 0.01, 0.02) == "borderline"
 
 
 def test_speed_verdict_says_faster_or_slower():
@@ -265,13 +280,17 @@ def test_speed_verdict_says_faster_or_slower():
     slower = verification.speed_verdict(_table(t32=1.5, t8=5.0))
     assert slower.startswith("INT8 is SLOWER than float32 here: 3.33x the time")
     assert "HARD_SWISH" in slower and "delegation_report" in slower
-    assert "about as fast" in verification.speed_verdict(_table(t32=5.0, t8=5.1))
+    assert verification.speed_verdict(_table(t32=5.0, t8=5.1)).startswith("No clear speed")
+    # With an interval, a direction only when it excludes 1.
+    faster = verification.speed_verdict(_table(t32=8.0, t8=5.0), interval=(0.9, 2.1))
+    assert faster.startswith("No clear speed difference") and "95 % interval 0.90-2.10x" in faster
+    assert "faster" in verification.speed_verdict(_table(t32=8.0, t8=5.0), (1.2, 2.0))
+    assert "SLOWER" in verification.speed_verdict(_table(t32=1.5, t8=5.0), (0.2, 0.4))
 
 
 def test_labels_and_metadata_round_trip(tmp_path, converted):
     path = verification.write_labels(tmp_path / "labels.txt", CLASSES)
     assert path.read_text() == "fake\nreal\n"
-    assert verification.read_labels(path) == CLASSES
     with pytest.raises(ValueError, match="duplicates"):
         verification.write_labels(tmp_path / "x.txt", ["a", "a"])
     with pytest.raises(ValueError, match="at least 2"):
@@ -371,7 +390,7 @@ def test_checklist_all_pass(tmp_path, converted):
     assert table["passed"].all(), table.to_string()
     assert len(table) == 5
     assert "one access" in table.loc[1, "evidence"]
-    assert "0.50 points lost" in table.loc[3, "evidence"]
+    assert "change -0.50 points" in table.loc[3, "evidence"]
 
 
 def test_checklist_failures(tmp_path, converted):
@@ -413,3 +432,51 @@ def test_size_latency_bars_draws_both_charts():
     plt.close(fig)
     with pytest.raises(ValueError, match="lacks columns"):
         plots.size_latency_bars(table.drop(columns="size_mb"), "x")
+
+
+def test_fit_threshold_is_06s_rule_on_p_of_the_second_class():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    p = np.clip(0.3 * labels + rng.uniform(0, 0.7, 60), 0, 1)  # P(second class)
+    t, info = verification.fit_threshold(p, labels, ["fake", "real"])
+    scores = antispoofing.bona_fide_scores(p, ["fake", "real"], "real")
+    attack = antispoofing.is_attack(labels, ["fake", "real"], "real")
+    assert info == {**antispoofing.choose_threshold(scores, attack), "created": info["created"]}
+    assert t == info["threshold"] and info["fitted_on"] == "val"
+    # The bona fide class first: the score is 1 - p, the rule on p is 1 - t.
+    t0, info0 = verification.fit_threshold(1 - p, 1 - labels, ["real", "fake"])
+    assert t0 == pytest.approx(1 - info0["threshold"])
+    np.testing.assert_array_equal(
+        verification.decide(1 - p, t0) == 1 - labels, verification.decide(p, t) == labels
+    )
+    apcer = verification.fit_threshold(p, labels, ["fake", "real"], method="apcer")[1]
+    assert apcer["method"] == "apcer" and apcer["val_apcer"] <= 0.05
+    assert verification.fit_threshold(p, labels, ["cat", "dog"]) == (0.5, None)
+    three = np.stack([p / 2, p / 2, 1 - p], axis=1)
+    t3, info3 = verification.fit_threshold(three, labels * 2, ["fake", "print", "real"])
+    assert t3 == 0.5 and info3["fitted_on"] == "val"  # 3 classes: argmax, threshold beside
+
+
+def _checklist(**failed: bool) -> pd.DataFrame:
+    items = [
+        "Learning curves checked",
+        "Test set evaluated once",
+        "Quantized accuracy checked (loss < 2%)",
+    ]
+    return pd.DataFrame({"item": items, "passed": [not failed.get(i[:4], False) for i in items]})
+
+
+def test_release_holds_on_a_failed_checklist_item():
+    assert verification.release(_checklist(), "int8") == (
+        "ship",
+        "ship int8: every checklist item passed",
+    )
+    decision, why = verification.release(_checklist(Lear=True), "int8")
+    assert decision == "hold" and "Learning curves checked" in why
+    decision, why = verification.release(_checklist(Lear=True, Test=True), "float32")
+    assert decision == "hold" and "Learning curves checked; Test set evaluated once" in why
+    # Acceptance already left INT8 because of its accuracy: the release says so and ships.
+    decision, why = verification.release(_checklist(Quan=True), "float16")
+    assert decision == "ship" and "is why acceptance left INT8" in why
+    assert verification.release(_checklist(Quan=True), "int8")[0] == "hold"
+    assert verification.release(_checklist(), None)[0] == "hold"
