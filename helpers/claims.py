@@ -48,6 +48,13 @@ def record(
     return board[board["notebook"] == notebook].reset_index(drop=True)
 
 
+def reset(run_dir: Path, notebook: str) -> None:
+    """Forget a notebook's rows (``runs.start`` calls it: a notebook run again starts afresh)."""
+    board = scoreboard(run_dir)
+    if (board["notebook"] == notebook).any():
+        board[board["notebook"] != notebook].to_csv(Path(run_dir) / FILE, index=False)
+
+
 def scoreboard(run_dir: Path) -> pd.DataFrame:
     """Every claim the run has checked so far, in the order the notebooks recorded them."""
     path = Path(run_dir) / FILE

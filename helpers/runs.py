@@ -120,7 +120,10 @@ def start(notebook: str, namespace: dict) -> Run:
 
     Call it as ``run = runs.start("03_phase1", globals())`` in the cell after the parameters.
     """
+    from helpers import claims
+
     run = Run(notebook, namespace)
+    claims.reset(run.dir, notebook)
     run.log()
     return run
 

@@ -12,11 +12,22 @@ from helpers import claims, stats
 def test_rows_are_recorded_replaced_and_summarised(tmp_path):
     rows = claims.record(tmp_path, "05", "INT8 ~4x smaller", "~4x", 3.4, "held", 3.3, 3.5, 1)
     assert list(rows.columns) == claims.COLUMNS and len(rows) == 1
-    claims.record(tmp_path, "06", "INT8 loses < 1 point", "< 1 %", -0.02, "inconclusive at this "
-                  "sample size (~900 would resolve it)", -0.05, 0.01, 94)
+    claims.record(
+        tmp_path,
+        "06",
+        "INT8 loses < 1 point",
+        "< 1 %",
+        -0.02,
+        "inconclusive at this sample size (~900 would resolve it)",
+        -0.05,
+        0.01,
+        94,
+    )
     claims.record(tmp_path, "05", "INT8 ~4x smaller", "~4x", 3.9, "held", 3.8, 4.0, 1)
     board = claims.scoreboard(tmp_path)
-    assert len(board) == 2 and board.loc[board.claim == "INT8 ~4x smaller", "measured"].item() == 3.9
+    assert (
+        len(board) == 2 and board.loc[board.claim == "INT8 ~4x smaller", "measured"].item() == 3.9
+    )
     summary = claims.summary(board)
     assert summary["claims"] == 2 and summary["held"] == 1 and summary["inconclusive"] == 1
     assert summary["conclusive_share"] == 0.5
@@ -38,6 +49,22 @@ def test_a_paired_difference_inside_its_noise_is_inconclusive(tmp_path):
     out = stats.paired(a, b)
     verdict = stats.verdict(out["ci_low"], out["ci_high"], (0.0, math.inf), out["difference"], 94)
     assert verdict.startswith("inconclusive")
-    rows = claims.record(tmp_path, "04", "fine-tuning improves accuracy", "+2 points",
-                         out["difference"], verdict, out["ci_low"], out["ci_high"], out["n"])
+    rows = claims.record(
+        tmp_path,
+        "04",
+        "fine-tuning improves accuracy",
+        "+2 points",
+        out["difference"],
+        verdict,
+        out["ci_low"],
+        out["ci_high"],
+        out["n"],
+    )
     assert rows.loc[0, "verdict"].startswith("inconclusive")
+
+
+def test_a_notebook_run_again_starts_its_rows_afresh(tmp_path):
+    claims.record(tmp_path, "02_augmentation", "old claim", "-", 1.0, "held")
+    claims.record(tmp_path, "05_quantization", "kept", "-", 1.0, "held")
+    claims.reset(tmp_path, "02_augmentation")
+    assert claims.scoreboard(tmp_path)["claim"].tolist() == ["kept"]

@@ -76,3 +76,19 @@ def test_verdicts_follow_the_interval():
     assert "improved" not in text and "held" not in text
     small_loss = (-0.01, math.inf)  # the sheet: INT8 loses under 1 point
     assert stats.verdict(-0.005, 0.004, small_loss, 0.0, 400) == "held"
+
+
+def test_a_few_discordant_images_settle_nothing():
+    import numpy as np
+
+    better = (0.0, math.inf)
+    for n, a_only, b_only in [(15, 0, 1), (8, 0, 2), (8, 3, 0)]:
+        a, b = np.zeros(n, bool), np.zeros(n, bool)
+        a[:a_only] = True
+        b[a_only : a_only + b_only] = True
+        out = stats.paired(a, b)
+        assert out["ci_low"] < 0 < out["ci_high"]
+        text = stats.verdict(out["ci_low"], out["ci_high"], better, out["difference"], n)
+        assert text.startswith("inconclusive")
+    assert stats.verdict(0.0, 0.2, better, 0.1, 15).startswith("inconclusive")
+    assert stats.verdict(0.70, 0.70, (0.70, 0.80), 0.70, 96) == "held"
