@@ -20,12 +20,21 @@ from helpers.runs import jsonable, read_json, write_json
 #: Above these, the sheet's fine-tuning anti-patterns apply.
 FINETUNE_MAX_LR, FINETUNE_MAX_EPOCHS = 1e-5, 10
 #: The sheet's remedies, by the keys that ``diagnose(in_use=...)`` takes for those already on.
-OVERFITTING_REMEDIES = {"early_stopping": "fewer epochs (early stopping)", "more_data": "more data",
-                        "dropout": "more dropout", "augmentation": "data augmentation"}
-UNDERFITTING_REMEDIES = {"more_epochs": "more epochs", "data_quality": "data quality",
-                         "bigger_model": "a more powerful model (EfficientNet)"}
-UNSTABLE_REMEDIES = {"lower_lr": "a lower learning rate",
-                     "frozen_bn": "BatchNormalization layers kept frozen"}
+OVERFITTING_REMEDIES = {
+    "early_stopping": "fewer epochs (early stopping)",
+    "more_data": "more data",
+    "dropout": "more dropout",
+    "augmentation": "data augmentation",
+}
+UNDERFITTING_REMEDIES = {
+    "more_epochs": "more epochs",
+    "data_quality": "data quality",
+    "bigger_model": "a more powerful model (EfficientNet)",
+}
+UNSTABLE_REMEDIES = {
+    "lower_lr": "a lower learning rate",
+    "frozen_bn": "BatchNormalization layers kept frozen",
+}
 REMEDY_KEYS = {*OVERFITTING_REMEDIES, *UNDERFITTING_REMEDIES, *UNSTABLE_REMEDIES}
 #: Rules of :func:`diagnose`: accuracy below which it is low, epochs needed, train-val accuracy
 #: gap, epochs of the recent window, multiple of the epoch-to-epoch noise that a change must pass.
@@ -128,10 +137,16 @@ def diagnose(history: Mapping[str, Any], tolerance: float = 0.02, in_use=()) -> 
     loss, vloss, w, best = loss[:n], vloss[:n], min(WINDOW, n - 1), int(np.argmin(vloss[:n]))
     limit, after = _noise(vloss, tolerance * abs(vloss[best])), vloss[best + 1 :]
     base, change = float(np.median(vloss[max(best - 1, 0) : best + 2])), _change(vloss, w)
-    evidence.update(val_loss_min=vloss[best], val_loss_min_epoch=best + 1, window=w,
-                    val_loss_noise=_noise(vloss), val_loss_limit=limit, val_loss_change=change,
-                    val_loss_rise=float(np.mean(after[-w:])) - base if after else 0.0,
-                    still_falling=change < -limit)
+    evidence.update(
+        val_loss_min=vloss[best],
+        val_loss_min_epoch=best + 1,
+        window=w,
+        val_loss_noise=_noise(vloss),
+        val_loss_limit=limit,
+        val_loss_change=change,
+        val_loss_rise=float(np.mean(after[-w:])) - base if after else 0.0,
+        still_falling=change < -limit,
+    )
     if change < -limit:
         why = f"validation loss was still falling at the end ({change:+.3f} over {w} epochs)"
         said = f"Still improving: {why}: more epochs may help, not fewer."
@@ -168,8 +183,13 @@ def _overfitting(loss, vloss, acc, vacc, evidence, tolerance):
         )
         return "overfitting", sentence, OVERFITTING_REMEDIES
     gap, s = [a - v for a, v in zip(acc, vacc)], -1 - w
-    if (not gap or best >= n - w or gap[-1] <= MAX_GAP or gap[-1] - gap[s] <= _noise(gap, tolerance)
-            or max(vacc[s + 1 :]) - max(vacc[: s + 1]) > _noise(vacc, tolerance)):
+    if (
+        not gap
+        or best >= n - w
+        or gap[-1] <= MAX_GAP
+        or gap[-1] - gap[s] <= _noise(gap, tolerance)
+        or max(vacc[s + 1 :]) - max(vacc[: s + 1]) > _noise(vacc, tolerance)
+    ):
         return None
     evidence["rule"] = "train-val accuracy gap grew while val accuracy stalled"
     sentence = (
@@ -182,7 +202,7 @@ def _overfitting(loss, vloss, acc, vacc, evidence, tolerance):
 
 def _good(loss, vloss, acc, vacc, e, tolerance):
     """Rule 5: good; "unstable" (``evidence["unstable"]``) when both losses rose at the end."""
-    n, w, best = len(loss), e["window"], e["val_loss_min_epoch"]
+    n, w, best, c = len(loss), e["window"], e["val_loss_min_epoch"], e["val_loss_change"]
     if e["val_loss_rise"] > e["val_loss_limit"]:
         e["unstable"] = True
         sentence = (
@@ -193,12 +213,12 @@ def _good(loss, vloss, acc, vacc, e, tolerance):
         return "good", sentence, UNSTABLE_REMEDIES
     sentence = (
         f"Good: training loss went {loss[0]:.2f} → {loss[-1]:.2f} and validation loss "
-        f"{vloss[0]:.2f} → {vloss[-1]:.2f} (minimum at epoch {best} of {n})"
+        f"{vloss[0]:.2f} → {vloss[-1]:.2f}"
     )
     if acc:
         sentence += f", accuracies {acc[-1]:.2f} (train) and {vacc[-1]:.2f} (validation) at the end"
-    levelled = f"; validation loss levelled off ({e['val_loss_change']:+.4f} over {w} epochs)."
-    return "good", sentence + levelled, {}
+    within = f"; over the last {w} epochs validation loss moved {c:+.4f}, within its noise."
+    return "good", sentence + within, {}
 
 
 def evaluate(model: keras.Model, ds, classes: Sequence[str], threshold: float = 0.5) -> dict:
