@@ -6,7 +6,8 @@ dataset), ``checks`` (file validation), ``duplicates``, ``splits``, ``balance`` 
 resampling), ``dataset`` (manifest, tf.data), ``backbones`` (registry, weights policy),
 ``lite0`` (EfficientNet-Lite0 read offline), ``augmentation``, ``training`` (diagnosis, phase
 files), ``quantization``, ``verification`` (LiteRT batches and shipping files),
-``antispoofing`` (ISO/IEC 30107-3 rates), ``stats`` (exact intervals), ``plots``, ``samples``.
+``antispoofing`` (ISO/IEC 30107-3 rates), ``stats`` (exact intervals, paired tests,
+verdicts), ``claims`` (the scoreboard), ``plots``, ``samples``.
 The subpackage ``batch`` runs the notebooks: runner, sweeps, preflight checks, benchmarks.
 """
 
