@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from helpers.dataset import SPLITS, read_manifest, write_manifest
 from helpers.duplicates import components, same_value_pairs
@@ -54,11 +53,11 @@ def make_split(
 ) -> pd.DataFrame:
     """Assign each usable file to train/val/test: stratified, group-aware, seeded, stable.
 
-    A unit (:func:`split_units`) goes to one split whole: scikit-learn's ``train_test_split``
-    draws units, stratified by label when it can (ratios count units, so large groups make
-    shares approximate). Files of the manifest keep their split, new ones join their unit's
-    or are split at ``ratios``; the manifest is rewritten. Returns the usable rows by relpath
-    with ``split``, ``split_unit``, ``split_origin`` and ``.attrs["split_notes"]``.
+    A unit (:func:`split_units`) goes to one split whole; units are drawn per label in a
+    seeded order until each split holds its share of the images. Files of the manifest keep
+    their split, new ones join their unit's or are split at ``ratios``; the manifest is
+    rewritten. Returns the usable rows by relpath with ``split``, ``split_unit``,
+    ``split_origin`` and ``.attrs["split_notes"]``.
     """
     r = check_ratios(ratios)
     missing = [c for c in ("relpath", "label") if c not in df]
@@ -78,8 +77,8 @@ def make_split(
     out.loc[join, "split"] = out.loc[join, "split_unit"].map(known)
     out.loc[join, "split_origin"] = "unit"
     new = out["split"] == ""
-    unit_labels = out[new].groupby("split_unit")["label"].first()
-    out.loc[new, "split"] = out.loc[new, "split_unit"].map(_assign_units(unit_labels, r, seed))
+    units = out[new].groupby("split_unit").agg(label=("label", "first"), size=("label", "size"))
+    out.loc[new, "split"] = out.loc[new, "split_unit"].map(_assign_units(units, r, seed))
     table = pd.crosstab(out["label"], out["split"]).reindex(columns=SPLITS, fill_value=0)
     for label, s in zip(*np.nonzero(table[["val", "test"]].to_numpy() == 0), strict=True):
         notes.append(f"class {table.index[label]!r} has no image in {('val', 'test')[s]}.")
@@ -90,20 +89,17 @@ def make_split(
     return out
 
 
-def _assign_units(labels: pd.Series, r: tuple, seed: int) -> pd.Series:
-    """Split of each unit (``labels``: one label per unit id), test first, then val."""
-    split = pd.Series("train", index=labels.index)
-    rest = labels.index.to_numpy()
-    for name, share in (("test", r[2]), ("val", r[1])):
-        n = round(share * len(labels))
-        if 0 < n < len(rest):
-            try:
-                strata = labels.loc[rest]
-                held = train_test_split(rest, test_size=n, stratify=strata, random_state=seed)
-            except ValueError:  # A class with one unit, or fewer units to hold out than classes.
-                held = train_test_split(rest, test_size=n, random_state=seed)
-            split[held[1]] = name
-            rest = held[0]
+def _assign_units(units: pd.DataFrame, r: tuple, seed: int) -> pd.Series:
+    """Split of each unit (rows: ``label`` and ``size`` in images): per label, units in a seeded
+    random order fill test, then val, then train, by the midpoint of their share of the images,
+    so the shares count images even when groups are large."""
+    rng = np.random.default_rng(seed)
+    split = pd.Series("train", index=units.index)
+    for _, part in units.groupby("label", sort=True):
+        part = part.iloc[rng.permutation(len(part))]
+        middle = (part["size"].cumsum() - part["size"] / 2) / part["size"].sum()
+        split[part.index[middle < r[2] + r[1]]] = "val"
+        split[part.index[middle < r[2]]] = "test"
     return split
 
 
