@@ -15,12 +15,16 @@ NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
 # laptop CPU); "small" is what CI and nbval run (seconds per notebook).
 PROFILES: dict[str, dict] = {
     "full": {
-        "demo_per_class": 300,
-        "demo_image_size": 256,
+        "demo_per_class": 1500,
+        "demo_image_size": 224,
         "image_size": 224,
         "phase1_epochs": 15,
-        "phase2_epochs": 5,
+        "phase2_epochs": 10,
         "demo_epochs": 3,
+        "pitfall_per_class": 300,
+        "augmented_copies": 2,
+        "overfit_epochs": 20,
+        "principles_per_class": 300,
     },
     "small": {
         "demo_per_class": 48,
@@ -29,6 +33,10 @@ PROFILES: dict[str, dict] = {
         "phase1_epochs": 4,
         "phase2_epochs": 2,
         "demo_epochs": 2,
+        "pitfall_per_class": 40,
+        "augmented_copies": 1,
+        "overfit_epochs": 3,
+        "principles_per_class": 48,
     },
 }
 PROFILE_ENV = "COURSE_PROFILE"

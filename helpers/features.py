@@ -1,0 +1,191 @@
+"""Frozen activations computed once per run and shared by the notebooks that need them.
+
+A frozen part of a backbone gives the same output for the same pixels, so the course computes
+it once per *view* of the data (the images as they are, or one augmented copy of the training
+images) and stores it in ``<run>/features/``: notebooks 01-04 read the same arrays instead of
+running the backbone again. :func:`split_backbone` cuts a backbone at a block boundary
+(:data:`CUTS`): the frozen ``bottom`` below it, the ``top`` that fine-tuning trains.
+
+A stored view is reused only when its key matches: the bottom's weights, the files (relpath,
+size, modification time), the image size, the augmentation's Keras config and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import dataset
+
+#: The block boundary each backbone is cut at: the name of the first layer above the cut
+#: (its input is the cut). Above it: the last inverted-residual block and the 1x1 top
+#: convolution, about a third of the weights, at 7 x 7 pixels.
+CUTS = {
+    "EfficientNetLite0": "block7a_expand_conv",
+    "MobileNetV3Large": "expanded_conv_14_expand",
+    "MobileNetV3Small": "expanded_conv_10_expand",
+    **{f"EfficientNetB{i}": "block7a_expand_conv" for i in range(8)},
+}
+
+
+def split_backbone(base_model, cut: str | None):
+    """``(bottom, top)`` functional models sharing ``base_model``'s layers, cut at the input of
+    layer ``cut``; ``cut=None`` puts everything in ``top`` (``bottom`` is None)."""
+    import keras
+
+    if cut is None:
+        return None, base_model
+    if isinstance(cut, int):  # A layer index, as UNFREEZE_FROM may give.
+        cut = base_model.layers[cut].name
+    names = [layer.name for layer in base_model.layers]
+    if cut not in names:
+        raise ValueError(
+            f"UNFREEZE_FROM={cut!r} is not a layer of {base_model.name}; use a "
+            f"block's first layer, e.g. {CUTS.get(base_model.name, names[-30])!r}."
+        )
+    tensor = base_model.get_layer(cut).input
+    try:
+        top = keras.Model(tensor, base_model.output, name=f"{base_model.name}_top")
+    except ValueError as error:
+        raise ValueError(
+            f"UNFREEZE_FROM={cut!r} is not a block boundary of {base_model.name}: "
+            f"layers above it use tensors from below ({error})."
+        ) from None
+    bottom = keras.Model(base_model.input, tensor, name=f"{base_model.name}_to_{cut}")
+    return bottom, top
+
+
+def _fingerprint(model) -> str:
+    """A short hash of a model's weights, independent of their order and of which are trainable
+    (so a stored view is never reused for other weights, and is for the same ones reloaded)."""
+    summary = sorted(
+        (
+            tuple(w.shape),
+            round(float(np.sum(w.numpy(), dtype=np.float64)), 4),
+            round(float(np.sum(np.square(w.numpy(), dtype=np.float64))), 4),
+        )
+        for w in model.weights
+    )
+    return hashlib.sha256(repr(summary).encode()).hexdigest()[:16]
+
+
+def _files(frame: pd.DataFrame) -> list[str]:
+    paths = frame["decode_path" if "decode_path" in frame else "path"].astype(str)
+    out = []
+    for path in paths:
+        stat = Path(path).stat()
+        out.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return out
+
+
+def view_key(frame, image_size: int, bottom, augmentation=None, seed: int = 0) -> dict:
+    """What a stored view depends on (see the module's docstring), as a JSON-able dict."""
+    files = hashlib.sha256("\n".join(_files(frame)).encode()).hexdigest()[:16]
+    config = augmentation.get_config() if augmentation is not None else None
+    model = _fingerprint(bottom) if bottom is not None else "pixels"
+    return {
+        "model": model,
+        "files": files,
+        "n": len(frame),
+        "image_size": int(image_size),
+        "augmentation": json.dumps(config, sort_keys=True, default=str),
+        "seed": int(seed),
+    }
+
+
+def _load(path: Path, key: dict) -> np.ndarray | None:
+    key_path = path.with_suffix(".json")
+    if path.exists() and key_path.exists():
+        stored = json.loads(key_path.read_text())
+        if {k: stored.get(k) for k in key} == key:
+            return np.load(path)
+    return None
+
+
+def _save(path: Path, array: np.ndarray, key: dict, start: float) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+    seconds = time.perf_counter() - start
+    path.with_suffix(".json").write_text(json.dumps({**key, "seconds": seconds}))
+    return array
+
+
+def frozen(
+    run_dir,
+    view: str,
+    frame,
+    classes,
+    image_size: int,
+    bottom,
+    top=None,
+    augmentation=None,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """The ``bottom``'s outputs (float16) for the rows of ``frame`` in order, from
+    ``<run_dir>/features/<bottom>.<view>.npy`` when its key matches, else computed and stored.
+
+    With ``top``: the global-average-pooled outputs of ``top`` on them (float32, also stored).
+    ``augmentation``: a Keras layer applied (``training=True``, seeded) to each batch first;
+    ``bottom=None`` stores the decoded pixels themselves."""
+    import keras
+
+    key = view_key(frame, image_size, bottom, augmentation, seed)
+    path = Path(run_dir) / "features" / f"{bottom.name if bottom else 'pixels'}.{view}.npy"
+    if top is not None:
+        pooled_key = {**key, "top": _fingerprint(top)}
+        pooled_path = path.with_suffix(".pooled.npy")
+        found = _load(pooled_path, pooled_key)
+        if found is not None:
+            return found
+        start = time.perf_counter()
+        acts = frozen(run_dir, view, frame, classes, image_size, bottom, None, augmentation, seed)
+        return _save(pooled_path, pooled(top, acts), pooled_key, start)
+    found = _load(path, key)
+    if found is not None:
+        return found
+    start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    ds = dataset.make_dataset(
+        frame, classes, image_size, batch_size, cache=False, label_mode="int", augment=augmentation
+    )
+    images = ds.map(lambda x, _: x)
+    if bottom is None:
+        out = np.concatenate(list(images.as_numpy_iterator())).astype(np.float16)
+    else:
+        out = bottom.predict(images, verbose=0).astype(np.float16)
+    return _save(path, out, key, start)
+
+
+def seconds(run_dir) -> float:
+    """Total seconds spent computing the run's stored views (from their key files)."""
+    keys = (Path(run_dir) / "features").glob("*.json")
+    return float(sum(json.loads(p.read_text()).get("seconds", 0.0) for p in keys))
+
+
+def cycle(copies, labels, batch_size: int, seed: int = 0):
+    """``(dataset, steps_per_epoch)``: epoch e trains on ``copies[e % len(copies)]`` (stored
+    views of the same images, e.g. augmented copies), shuffled each epoch, in batches."""
+    import tensorflow as tf
+
+    stacked = tf.constant(np.stack([np.asarray(c, np.float32) for c in copies]))
+    labels = tf.constant(labels)
+
+    def epoch(k):
+        one = tf.data.Dataset.from_tensor_slices((tf.gather(stacked, k), labels))
+        return one.shuffle(int(labels.shape[0]), seed=seed).batch(batch_size)
+
+    ds = tf.data.Dataset.range(len(copies)).repeat().flat_map(epoch)
+    return ds.prefetch(tf.data.AUTOTUNE), -(-int(labels.shape[0]) // batch_size)
+
+
+def pooled(top, activations: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Global-average-pooled outputs of the frozen ``top`` on stored activations (float32)."""
+    return top.predict(activations.astype(np.float32), batch_size=batch_size, verbose=0).mean(
+        axis=(1, 2)
+    )
