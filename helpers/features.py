@@ -127,7 +127,7 @@ def frozen(
     seed: int = 0,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """The ``bottom``'s outputs (float16) for the rows of ``frame`` in order, from
+    """The ``bottom``'s outputs (float16 where they fit) for the rows of ``frame`` in order, from
     ``<run_dir>/features/<bottom>.<view>.npy`` when its key matches, else computed and stored.
 
     With ``top``: the global-average-pooled outputs of ``top`` on them (float32, also stored).
@@ -158,7 +158,9 @@ def frozen(
     if bottom is None:
         out = np.concatenate(list(images.as_numpy_iterator())).astype(np.float16)
     else:
-        out = bottom.predict(images, verbose=0).astype(np.float16)
+        out = bottom.predict(images, verbose=0)
+        # Half the memory in float16, unless values exceed its range (random weights can).
+        out = out.astype(np.float16) if np.abs(out).max() < 6e4 else out
     return _save(path, out, key, start)
 
 

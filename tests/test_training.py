@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from helpers import backbones, training
+from helpers import backbones, features, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -357,27 +357,28 @@ def _classifier(size: int = 32) -> keras.Model:
     return cell["model"]
 
 
-def test_unfreeze_keeps_every_batchnorm_frozen_and_honours_unfreeze_from():
+def test_unfreeze_keeps_every_batchnorm_frozen_and_honours_the_cut():
     model = _classifier()
     base = model.layers[1]
     batchnorm = [
         layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
     ]
-    unfreeze = _cell("04_phase2", "def unfreeze(", UNFREEZE_FROM=None)["unfreeze"]
+    unfreeze = _cell("04_phase2", "def unfreeze(", CUT=None, features=features)["unfreeze"]
     assert unfreeze(model) is base and base.trainable
     assert batchnorm and not any(layer.trainable for layer in batchnorm)
     assert all(layer.trainable for layer in base.layers if layer not in batchnorm)
     unfreeze(model, keep_batchnorm_frozen=False)
     assert all(layer.trainable for layer in batchnorm)
-    middle = base.layers[len(base.layers) // 2].name
-    unfreeze = _cell("04_phase2", "def unfreeze(", UNFREEZE_FROM=middle)["unfreeze"]
+    cut = features.CUTS["MobileNetV3Small"]
+    unfreeze = _cell("04_phase2", "def unfreeze(", CUT=cut, features=features)["unfreeze"]
     unfreeze(model)
-    start = [layer.name for layer in base.layers].index(middle)
+    start = [layer.name for layer in base.layers].index(cut)
     assert not any(layer.trainable for layer in base.layers[:start])
-    assert base.layers[start].trainable or isinstance(base.layers[start], type(batchnorm[0]))
-    unfreeze = _cell("04_phase2", "def unfreeze(", UNFREEZE_FROM="no_such_layer")["unfreeze"]
+    assert base.layers[start].trainable
+    assert any(layer.trainable for layer in base.layers[start:])
+    unfreeze = _cell("04_phase2", "def unfreeze(", CUT="no_such_layer", features=features)
     with pytest.raises(ValueError, match="UNFREEZE_FROM='no_such_layer'"):
-        unfreeze(model)
+        unfreeze["unfreeze"](model)
 
 
 @pytest.fixture(scope="module")
