@@ -1,9 +1,9 @@
 """A deterministic, offline demo dataset for binary anti-spoofing (real versus fake).
 
-Reals are random views of the photographs shipped in the scikit-image and scikit-learn
-wheels; fakes are views recaptured from a simulated screen (moiré, glare, reflection) or
-print (CMYK halftone on paper). Both pass through the same :func:`camera`, with device and
-date independent of the class unless ``bias="device"`` or ``"date"`` (pitfalls lesson).
+Reals are random views of disjoint tiles of the photographs in the scikit-image, scikit-learn
+and matplotlib wheels; fakes are views recaptured from a simulated screen (moiré, glare,
+reflection) or print (CMYK halftone), at an angle. Both pass through the same :func:`camera`,
+with device and date independent of the class unless ``bias="device"`` or ``"date"``.
 
 Folder ``out_root/<dataset_name(...)>/``: ``real/real_00000.jpg``..., ``fake/...``,
 ``metadata.csv`` (:data:`METADATA_COLUMNS`), ``options.json``. Same options, same bytes.
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from helpers.config import DATA_DIR, PROFILE_ENV, PROFILES, project_path, resolve_profile
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DEFAULT_PER_CLASS: int = PROFILES["full"]["demo_per_class"]
 DEFAULT_IMAGE_SIZE: int = PROFILES["full"]["demo_image_size"]
 BIASES = ("device", "date")
@@ -57,48 +57,67 @@ DEVICES: dict[str, Device] = {d.name: d for d in (
     Device("phone_b", 0.009, 0.0006, (0.98, 1.00, 1.03), 0.16, (82, 93)),
     Device("webcam", 0.014, 0.0010, (1.01, 1.02, 0.98), 0.24, (80, 90)),
     Device("tablet", 0.010, 0.0007, (1.04, 1.00, 0.95), 0.20, (84, 94)),
+    Device("phone_c", 0.005, 0.0003, (1.00, 0.99, 1.01), 0.08, (88, 95)),
+    Device("laptop", 0.016, 0.0012, (1.03, 1.00, 0.93), 0.30, (80, 88)),
 )}  # fmt: skip
 # With bias="device" every fake comes from this device, whose signature is exaggerated.
 BIASED_DEVICE = Device("tablet", 0.022, 0.0016, (1.10, 1.00, 0.86), 0.42, (84, 94))
-_NO_FLIP = frozenset({"page", "text"})  # Groups showing text are never mirrored.
-# Gray photographs become RGB with these light tints (R, G, B gains); the first two are split.
+_NO_FLIP = ("page", "text")  # Groups showing text are never mirrored.
+# Gray photographs become RGB with these light tints (R, G, B gains).
 _TINTS = {
     "camera": (1.00, 0.98, 0.94), "moon": (0.95, 0.97, 1.00), "coins": (1.00, 0.96, 0.88),
     "page": (1.00, 0.98, 0.93), "text": (0.97, 0.98, 1.00), "brick": (1.00, 0.93, 0.86),
     "grass": (0.92, 1.00, 0.90), "gravel": (0.98, 0.98, 0.96), "cell": (0.96, 0.94, 1.00),
 }  # fmt: skip
+_TEXTURES = ("brick", "grass", "gravel")  # Cut 2 x 2 only, so textures stay a small share.
+_DETAIL = 6.0  # Tiles and views show a scene: half their 4 x 4 cells vary this much (std).
 
 
 # Sources and views.
-def _halves(name: str, img: np.ndarray) -> dict[str, np.ndarray]:
-    """The left and right halves of a photograph, each its own source group."""
-    left, right = np.split(img, [img.shape[1] // 2], axis=1)
-    return {f"{name}-left": left, f"{name}-right": right}
+def _detail(image: np.ndarray) -> float:
+    """How much of an image shows detail: the median std (0-255) of its 4 x 4 cells (green,
+    every third pixel), low for sky, walls and blur."""
+    g = image[::3, ::3, 1].astype(np.float32)
+    k0, k1 = g.shape[0] // 4, g.shape[1] // 4
+    if not k0 or not k1:  # Too small for cells.
+        return float(g.std())
+    return float(np.median(g[: 4 * k0, : 4 * k1].reshape(4, k0, 4, k1).std(axis=(1, 3))))
+
+
+def _tiles(name: str, img: np.ndarray, grid: int = 3) -> dict[str, np.ndarray]:
+    """Disjoint tiles of a photograph, each its own source group: a grid of at most ``grid``
+    per side with sides of at least 150 px (or the whole side), tiles of little detail left out."""
+    ys, xs = (np.linspace(0, n, min(max(n // 150, 1), grid) + 1).astype(int) for n in img.shape[:2])
+    cells = [(i, j) for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
+    tiles = {f"{name}-r{i}c{j}": img[ys[i] : ys[i + 1], xs[j] : xs[j + 1]] for i, j in cells}
+    return {k: t for k, t in tiles.items() if _detail(t) >= _DETAIL}
 
 
 @functools.cache
 def source_images() -> dict[str, np.ndarray]:
-    """Source group → RGB uint8 photograph (read-only; cached, do not modify), sorted by name."""
+    """Source group → RGB uint8 photograph tile (read-only; cached, do not modify), by name."""
+    import matplotlib
     import skimage.data as skd
     from sklearn.datasets import load_sample_images
 
-    groups: dict[str, np.ndarray] = {}
-    for (
-        name
-    ) in "astronaut chelsea coffee hubble_deep_field immunohistochemistry retina rocket".split():
-        groups |= _halves(name.replace("_", "-"), getattr(skd, name)()[..., :3])
+    names = "astronaut chelsea coffee hubble_deep_field immunohistochemistry rocket".split()
+    photos = {n.replace("_", "-"): getattr(skd, n)()[..., :3] for n in names}
+    photos["retina"] = skd.retina()[212:-212, 212:-212, :3]  # The disc's inner square: no black.
     samples = load_sample_images()
-    for path, img in zip(samples.filenames, samples.images, strict=True):
-        groups |= _halves(Path(path).stem, img[..., :3])
+    photos |= {Path(p).stem: img for p, img in zip(samples.filenames, samples.images)}
+    hopper = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    photos["grace-hopper"] = np.asarray(Image.open(hopper).convert("RGB"))
     # The stereo pair shows one scene: the top of one view and the bottom of the other are
-    # disjoint parts of it, so they make two groups without shared content.
+    # disjoint parts of it, so their tiles share no content.
     left, right, _ = skd.stereo_motorcycle()
     mid = left.shape[0] // 2
-    groups |= {"motorcycle-top": left[:mid], "motorcycle-bottom": right[mid:]}
+    photos |= {"motorcycle-top": left[:mid], "motorcycle-bottom": right[mid:]}
     for name, tint in _TINTS.items():
         gray = getattr(skd, name)().astype(np.float32)[..., None]
-        rgb = np.clip(gray * np.asarray(tint, np.float32) + 0.5, 0, 255).astype(np.uint8)
-        groups |= _halves(name, rgb) if name in ("camera", "moon") else {name: rgb}
+        photos[name] = np.clip(gray * np.asarray(tint, np.float32) + 0.5, 0, 255).astype(np.uint8)
+    groups: dict[str, np.ndarray] = {}
+    for name, img in photos.items():
+        groups |= _tiles(name, img, 2 if name in _TEXTURES else 3)
     out = {k: np.ascontiguousarray(groups[k], dtype=np.uint8) for k in sorted(groups)}
     for arr in out.values():
         arr.flags.writeable = False
@@ -106,16 +125,26 @@ def source_images() -> dict[str, np.ndarray]:
 
 
 def make_view(image: np.ndarray, rng: np.random.Generator, size: int, flip=True) -> np.ndarray:
-    """A random square crop (60–100 % of the short side), maybe mirrored, at ``size`` px."""
+    """A random view at ``size`` px: a square crop (35–100 % of the short side) anywhere,
+    turned up to 8°, maybe mirrored, under another light (exposure and gamma)."""
     h, w = image.shape[:2]
-    side = max(8, int(round(min(h, w) * rng.uniform(0.6, 1.0))))
-    y = int(rng.integers(0, h - side + 1))
-    x = int(rng.integers(0, w - side + 1))
-    crop = image[y : y + side, x : x + side]
+    for _ in range(8):  # A view shows a scene: a crop mostly flat (sky, wall) is drawn again.
+        angle = rng.uniform(-8.0, 8.0)
+        reach = abs(np.cos(np.deg2rad(angle))) + abs(np.sin(np.deg2rad(angle)))  # Rotated extent.
+        side = min(min(h, w) * rng.uniform(0.35, 1.0), min(h, w) / reach)
+        win = min(int(np.ceil(side * reach)), h, w)
+        y, x = int(rng.integers(0, h - win + 1)), int(rng.integers(0, w - win + 1))
+        if _detail(image[y : y + win, x : x + win]) >= _DETAIL:
+            break
+    pil = Image.fromarray(np.ascontiguousarray(image[y : y + win, x : x + win, :3]))
+    pil = pil.rotate(angle, Image.Resampling.BICUBIC)
+    box = ((win - side) / 2, (win - side) / 2, (win + side) / 2, (win + side) / 2)
+    pil = pil.resize((size, size), Image.Resampling.LANCZOS, box=box)
     if rng.random() < 0.5 and flip:
-        crop = crop[:, ::-1]
-    pil = Image.fromarray(np.ascontiguousarray(crop[..., :3]))
-    return np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS))
+        pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    gain, gamma = 2.0 ** rng.uniform(-0.5, 0.4), rng.uniform(0.8, 1.25)
+    lut = np.clip(gain * (np.arange(256) / 255.0) ** gamma * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(pil.point(list(lut) * 3))
 
 
 # Image helpers.
@@ -148,6 +177,18 @@ def _blob(n: int, cy: float, cx: float, sigma: float) -> np.ndarray:
 def _screen_blend(base: np.ndarray, light: np.ndarray) -> np.ndarray:
     """Add light the way a reflection does: 1 - (1 - a)(1 - b)."""
     return 1.0 - (1.0 - base) * (1.0 - np.clip(light, 0.0, 1.0))
+
+
+def _pose(n: int, rng: np.random.Generator, scale: float, degrees: float, tilt: float):
+    """Where an n x n camera's pixel centres fall on a display or print, from its middle, in its
+    pixels (``scale`` per camera pixel): turned up to ``degrees``, tilted up to ``tilt``."""
+    theta = np.deg2rad(rng.uniform(-degrees, degrees))
+    persp = (rng.uniform(-tilt, tilt, size=2) * 2 / n).astype(np.float32)
+    t = (np.arange(n, dtype=np.float32) + 0.5 - n / 2).astype(np.float32)
+    u, v = t[None, :], t[:, None]
+    w = 1.0 + persp[0] * u + persp[1] * v
+    cos, sin = np.float32(np.cos(theta) * scale), np.float32(np.sin(theta) * scale)
+    return (cos * u - sin * v) / w, (sin * u + cos * v) / w
 
 
 # Screen attack.
@@ -196,26 +237,17 @@ def _display_look(img: np.ndarray, rng: np.random.Generator, reflection) -> np.n
 def simulate_screen(view: np.ndarray, rng: np.random.Generator, reflection=None) -> np.ndarray:
     """Show ``view`` on an RGB-stripe display and re-photograph it; float RGB in [0, 1].
 
-    Random pixel pitch, rotation and perspective; ``reflection`` (same size; default: a view
-    of a random source) is faintly overlaid."""
+    Random pixel pitch (distance), rotation, perspective, RGB or BGR sub-pixels, landscape or
+    portrait; ``reflection`` (same size; default: a view of a random source) is overlaid."""
     n = view.shape[0]
-    pitch = rng.uniform(0.85, 1.7)  # Camera pixels per display pixel.
-    theta = np.deg2rad(rng.uniform(-7.0, 7.0))
-    persp = rng.uniform(-0.12, 0.12, size=2) / n
+    pitch = rng.uniform(0.75, 2.2)  # Camera pixels per display pixel.
+    xs, ys = _pose(n, rng, 1.0 / pitch, 12.0, 0.12)
     optics = rng.uniform(*_SCREEN_OPTICS)
-    # Camera pixel centres, centred, mapped onto the display (in display pixels).
-    t = (np.arange(n, dtype=np.float32) + 0.5 - n / 2).astype(np.float32)
-    u, v = t[None, :], t[:, None]
-    w = 1.0 + persp[0] * u + persp[1] * v
-    uu, vv = u / w, v / w
-    cos, sin = np.cos(theta) / pitch, np.sin(theta) / pitch
-    xs, ys = cos * uu - sin * vv, sin * uu + cos * vv
     # The display shows the whole view and the camera frames its central part; each camera
     # pixel sees the display pixel under its centre (displays are pixelated).
     m = int(np.ceil(2 * (float(max(np.abs(xs).max(), np.abs(ys).max())) + 1.0)))
     content = _to_float(_resize(view, m))
-    xs += m / 2
-    ys += m / 2
+    xs, ys = xs + m / 2, ys + m / 2
     pix = content[np.clip(ys.astype(np.int32), 0, m - 1), np.clip(xs.astype(np.int32), 0, m - 1)]
     pix = _blur(pix, optics)
     # Sub-pixel stripes and black rows: their harmonics (h / pitch cycles per camera pixel)
@@ -227,10 +259,10 @@ def simulate_screen(view: np.ndarray, rng: np.random.Generator, reflection=None)
     row = np.clip((row_fill / 2 - np.abs(grid)) * 8.0 + 0.5, 0.0, 1.0)
     freq = np.arange(9) / pitch  # Harmonics 0..8.
     mtf = np.exp(-2 * np.pi**2 * optics**2 * freq**2) * np.sinc(_APERTURE * freq)
-    rows = _filtered_profile(row, ys, 0.5, mtf)
-    img = np.empty_like(pix)
-    for c in range(3):
-        img[..., c] = pix[..., c] * _filtered_profile(stripe, xs, (c + 0.5) / 3, mtf) * rows
+    across, along = (ys, xs) if rng.random() < 0.25 else (xs, ys)  # Portrait: stripes turn.
+    order = (2, 1, 0) if rng.random() < 0.3 else (0, 1, 2)  # BGR panels exist too.
+    stripes = [_filtered_profile(stripe, across, (order[c] + 0.5) / 3, mtf) for c in range(3)]
+    img = pix * np.stack(stripes, axis=-1) * _filtered_profile(row, along, 0.5, mtf)[..., None]
     return _display_look(img, rng, reflection)
 
 
@@ -259,8 +291,9 @@ def _dot_screen(n: int, period: float, angle: float, phase: tuple[float, float])
 def simulate_print(view: np.ndarray, rng: np.random.Generator, supersample: int = 2) -> np.ndarray:
     """Print ``view`` with rotated CMYK dot screens on yellowish paper; float RGB in [0, 1].
 
-    Random dot period (2.0–3.4 camera pixels) and screen angle; ink spread and the camera's
-    optics blur the dots slightly; half of the prints get a paper sheen."""
+    Random dot period (1.8–4.0 camera pixels: distance) and screen angle; the sheet is held
+    turned and tilted; ink spread and the camera's optics blur the dots slightly; half of the
+    prints get a paper sheen."""
     n, k = view.shape[0], supersample
     big = _to_float(_resize(view, n * k, Image.Resampling.BICUBIC))
     # Separate inks: CMY from RGB, a share of their common part (grey) printed in black.
@@ -269,7 +302,7 @@ def simulate_print(view: np.ndarray, rng: np.random.Generator, supersample: int 
     density = np.float32(rng.uniform(0.75, 0.92))  # Inks never reach full density.
     scale = density / np.maximum(1.0 - key, np.float32(1e-3))
     cover = [(x - key) * scale for x in cmy] + [key * density]
-    period = rng.uniform(2.0, 3.4) * k
+    period = rng.uniform(1.8, 4.0) * k
     base = np.deg2rad(rng.uniform(0.0, 90.0))
     paper = [rng.uniform(0.90, 0.97), rng.uniform(0.88, 0.95), rng.uniform(0.76, 0.87)]
     planes = [np.full((n * k, n * k), p, np.float32) for p in paper]
@@ -279,7 +312,12 @@ def simulate_print(view: np.ndarray, rng: np.random.Generator, supersample: int 
         ink = np.clip((cover[i] - 1.0 + spot) * inv_edge + 0.5, 0.0, 1.0)
         for c in range(3):
             planes[c] *= 1.0 - ink * np.float32(1.0 - _INKS[i, c])
-    # The camera pixel integrates the dots; ink spread and optics blur them a little.
+    # The camera sees the sheet turned and tilted (zoomed in to stay on it), integrating the
+    # dots over its pixels; ink spread and optics blur them a little.
+    xs, ys = _pose(n * k, rng, 1.0, 8.0, 0.08)
+    fit = (n * k / 2 - 1) / max(float(np.abs(xs).max()), float(np.abs(ys).max()), n * k / 2 - 1)
+    iy, ix = (np.rint(c * fit + (n * k - 1) / 2).astype(np.intp) for c in (ys, xs))
+    planes = [p[iy, ix] for p in planes]  # Sub-pixel samples: nearest is fine.
     sigma = rng.uniform(0.4, 0.75) * k
     blocks = [_blur(p, sigma).reshape(n, k, n, k).swapaxes(1, 2).reshape(n, n, -1) for p in planes]
     img = np.stack([b.sum(axis=-1) * np.float32(1.0 / k**2) for b in blocks], axis=-1)
@@ -392,12 +430,13 @@ def _plan(opts: dict) -> list[dict]:
     attacks = ["print"] * counts["print"] + ["screen"] * counts["screen"]
     attacks = [attacks[i] for i in rng.permutation(len(attacks))]
     plan: list[dict] = []
+    # With bias="device", reals never come from the fakes' device.
+    devices = [d for d in DEVICES if opts["bias"] != "device" or d != BIASED_DEVICE.name]
     for label in ("real", "fake"):
         n = counts[label]
         # Each class cycles through all groups in shuffled rounds, so groups are balanced.
         order = np.concatenate([rng.permutation(len(groups)) for _ in range(0, n, len(groups))])
         for i in range(n):
-            devices = list(DEVICES)[:3] if opts["bias"] == "device" else list(DEVICES)
             on_tablet = opts["bias"] == "device" and label == "fake"  # Every fake, when biased.
             device = "tablet" if on_tablet else str(rng.choice(devices))
             if opts["bias"] == "date":
@@ -406,14 +445,11 @@ def _plan(opts: dict) -> list[dict]:
                 span, (q_lo, q_hi) = DATE_RANGE, DEVICES[device].quality
             day = int(rng.integers(0, (span[1] - span[0]).days + 1))
             plan.append({
-                "path": f"{label}/{label}_{i:05d}.jpg",
-                "label": label,
+                "path": f"{label}/{label}_{i:05d}.jpg", "label": label,
                 "attack_type": attacks[i] if label == "fake" else "none",
-                "source": groups[int(order[i])],
-                "device": device,
+                "source": groups[int(order[i])], "device": device,
                 "capture_date": (span[0] + dt.timedelta(days=day)).isoformat(),
-                "jpeg_quality": int(rng.integers(q_lo, q_hi + 1)),
-                "index": i,
+                "jpeg_quality": int(rng.integers(q_lo, q_hi + 1)), "index": i,
             })  # fmt: skip
     return plan
 
@@ -423,8 +459,8 @@ def render(record: dict, opts: dict) -> bytes:
     """Render one planned image to JPEG bytes (deterministic in the seed and the record)."""
     code = 0 if record["label"] == "real" else 1
     rng = np.random.default_rng([opts["seed"], code, record["index"]])
-    source = record["source"]
-    view = make_view(source_images()[source], rng, opts["image_size"], source not in _NO_FLIP)
+    source, size = record["source"], opts["image_size"]
+    view = make_view(source_images()[source], rng, size, not source.startswith(_NO_FLIP))
     attack = {"screen": simulate_screen, "print": simulate_print}.get(record["attack_type"])
     image = attack(view, rng) if attack else view
     device = BIASED_DEVICE if opts["bias"] == "device" and code == 1 else record["device"]

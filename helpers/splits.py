@@ -46,18 +46,18 @@ def split_units(df: pd.DataFrame, group_col: str | None = "group") -> np.ndarray
 
 def make_split(
     df: pd.DataFrame,
-    ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    ratios: Sequence[float] = (0.72, 0.14, 0.14),
     seed: int = 0,
     group_col: str | None = "group",
     manifest_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Assign each usable file to train/val/test: stratified, group-aware, seeded, stable.
 
-    A unit (:func:`split_units`) goes to one split whole; units are drawn per label in a
-    seeded order until each split holds its share of the images. Files of the manifest keep
-    their split, new ones join their unit's or are split at ``ratios``; the manifest is
-    rewritten. Returns the usable rows by relpath with ``split``, ``split_unit``,
-    ``split_origin`` and ``.attrs["split_notes"]``.
+    A unit (:func:`split_units`) goes to one split whole (:func:`_assign_units`). Files of
+    the manifest keep their split, new ones join their unit's or are split at ``ratios``; the
+    manifest is rewritten. Returns the usable rows by relpath with ``split``, ``split_unit``,
+    ``split_origin`` and ``.attrs["split_notes"]``, which notes (and warns of) a class missing
+    from val or test and a share outside the sheet's range that ``ratios`` asked inside it.
     """
     r = check_ratios(ratios)
     missing = [c for c in ("relpath", "label") if c not in df]
@@ -83,6 +83,13 @@ def make_split(
     for label, s in zip(*np.nonzero(table[["val", "test"]].to_numpy() == 0), strict=True):
         notes.append(f"class {table.index[label]!r} has no image in {('val', 'test')[s]}.")
         warnings.warn(f"make_split: {notes[-1]} Add images or groups.", stacklevel=2)
+    for name, x, share in zip(SPLITS, r, table.sum() / max(len(out), 1), strict=True):
+        lo, hi = RECOMMENDED_RATIOS[name][0] - 1e-9, RECOMMENDED_RATIOS[name][1] + 1e-9
+        if lo <= x <= hi and not lo <= share <= hi:
+            notes.append(f"the {name} split holds {share:.1%} of the images, outside the sheet's "
+                         f"{lo:.0%}-{hi:.0%} (ratio {x:g}; its units are too large).")  # fmt: skip
+            fix = "Use more/smaller groups or other ratios."
+            warnings.warn(f"make_split: {notes[-1]} {fix}", stacklevel=2)
     out.attrs["split_notes"] = notes
     if manifest is not None:
         write_manifest(out, manifest)
@@ -90,16 +97,24 @@ def make_split(
 
 
 def _assign_units(units: pd.DataFrame, r: tuple, seed: int) -> pd.Series:
-    """Split of each unit (rows: ``label`` and ``size`` in images): per label, units in a seeded
-    random order fill test, then val, then train, by the midpoint of their share of the images,
-    so the shares count images even when groups are large."""
+    """Split of each unit (rows: ``label``, ``size`` in images): per label, units in a seeded order
+    join test or val (the one further from its target first) while they fit in its share of the
+    images; then each takes the unit left in train that brings it nearest its target, if any."""
     rng = np.random.default_rng(seed)
     split = pd.Series("train", index=units.index)
     for _, part in units.groupby("label", sort=True):
-        part = part.iloc[rng.permutation(len(part))]
-        middle = (part["size"].cumsum() - part["size"] / 2) / part["size"].sum()
-        split[part.index[middle < r[2] + r[1]]] = "val"
-        split[part.index[middle < r[2]]] = "test"
+        sizes = part["size"].iloc[rng.permutation(len(part))]
+        target = {"test": r[2] * sizes.sum(), "val": r[1] * sizes.sum()}
+        count = dict.fromkeys(target, 0)
+        for unit, size in sizes.items():
+            fits = [s for s in target if count[s] + size <= target[s]]
+            if fits:
+                name = min(fits, key=lambda s: count[s] - target[s])
+                split[unit], count[name] = name, count[name] + size
+        for name in target:
+            miss = (count[name] + sizes[split[sizes.index] == "train"] - target[name]).abs()
+            if len(miss) and miss.min() < target[name] - count[name]:
+                split[miss.idxmin()], count[name] = name, count[name] + sizes[miss.idxmin()]
     return split
 
 

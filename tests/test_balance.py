@@ -61,7 +61,7 @@ def test_undersample_oversample():
     b = over[over["label"] == "b"]["relpath"].value_counts()
     assert b.max() - b.min() <= 1 and over["oversampled"].sum() == 23
     assert balance.undersample(df, seed=0).equals(under)
-    split = splits.make_split(synthetic(60, 20))
+    split = splits.make_split(synthetic(60, 20), ratios=(0.7, 0.15, 0.15))
     over = balance.oversample(split)
     assert D.class_counts(over, split="train") == {"a": 42, "b": 42}
     assert D.class_counts(over, split="test") == D.class_counts(split, split="test")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 from fixtures.images import make_dup_tree, pattern, synthetic
 
-from helpers import checks, splits
+from helpers import checks, config, demo_data, splits
 from helpers import dataset as D
 
 
@@ -28,7 +30,62 @@ def test_split_groups_never_cross():
     assert splits.check_no_leakage(out) == []
     assert (out.groupby("group")["split"].nunique() == 1).all()
     share = out["split"].value_counts(normalize=True)
-    assert abs(share["train"] - 0.7) < 0.06 and abs(share["test"] - 0.15) < 0.06
+    assert abs(share["train"] - 0.72) < 0.06 and abs(share["test"] - 0.14) < 0.06
+
+
+def _frame(relpaths, labels, groups) -> pd.DataFrame:
+    """A table make_split reads: one usable file per row, content hashes all distinct."""
+    sha = [hashlib.sha256(r.encode()).hexdigest() for r in relpaths]
+    return pd.DataFrame({"relpath": relpaths, "label": labels, "group": groups, "sha256": sha})
+
+
+def _assert_inside_sheet(out: pd.DataFrame) -> None:
+    """Every share strictly inside the sheet's range, val and test of 400+ images, no leak."""
+    counts = out["split"].value_counts()
+    for name, (lo, hi) in splits.RECOMMENDED_RATIOS.items():
+        assert lo < counts[name] / len(out) < hi, (name, counts.to_dict())
+    assert counts["val"] >= 400 and counts["test"] >= 400, counts.to_dict()
+    assert splits.check_no_leakage(out) == [] and out.attrs["split_notes"] == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_full_demo_split_is_inside_the_sheet(seed):
+    # The full profile's demo plan (its metadata, without rendering): groups are the sources.
+    settings = config.PROFILES["full"]
+    opts = {**demo_data._DEFAULTS, "per_class": settings["demo_per_class"]}
+    plan = demo_data._plan(demo_data._options(**{**opts, "seed": seed}))
+    assert len(plan) >= 3000
+    df = _frame([r["path"] for r in plan], [r["label"] for r in plan], [r["source"] for r in plan])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_inside_sheet(splits.make_split(df, seed=seed))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_uneven_groups_land_inside_the_sheet(seed):
+    # 80 groups of 12-25 images per label (both labels in each group), about 3,000 images.
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"{label}/g{g:02d}_{i:02d}.jpg", label, f"g{g}")
+        for g in range(80)
+        for label in ("fake", "real")
+        for i in range(int(rng.integers(12, 26)))
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_inside_sheet(splits.make_split(_frame(*zip(*rows)), seed=seed))
+
+
+def test_split_warns_when_units_are_too_large():
+    # Five groups of 40 images: val and test can only hold one group, 20 % each.
+    df = _frame([f"a/{i:03d}.jpg" for i in range(200)], ["a"] * 200, [i // 40 for i in range(200)])
+    with pytest.warns(UserWarning, match="more/smaller groups or other ratios") as caught:
+        out = splits.make_split(df, seed=0)
+    assert out["split"].value_counts().to_dict() == {"train": 120, "val": 40, "test": 40}
+    texts = " | ".join(str(w.message) for w in caught)
+    for part in ("train split holds 60.0%", "val split holds 20.0%", "test split holds 20.0%"):
+        assert part in texts
+    assert len(out.attrs["split_notes"]) == 3 and "10%-15%" in out.attrs["split_notes"][1]
 
 
 def test_split_deterministic_and_seeded():
