@@ -143,8 +143,8 @@ def frozen(
         found = _load(pooled_path, pooled_key)
         if found is not None:
             return found
-        start = time.perf_counter()
         acts = frozen(run_dir, view, frame, classes, image_size, bottom, None, augmentation, seed)
+        start = time.perf_counter()  # The pooling's own time: the activations have theirs.
         return _save(pooled_path, pooled(top, acts), pooled_key, start)
     found = _load(path, key)
     if found is not None:
@@ -164,10 +164,11 @@ def frozen(
     return _save(path, out, key, start)
 
 
-def seconds(run_dir) -> float:
-    """Total seconds spent computing the run's stored views (from their key files)."""
+def seconds(run_dir, views=None) -> float:
+    """Seconds spent computing the run's stored views (all, or those named in ``views``)."""
     keys = (Path(run_dir) / "features").glob("*.json")
-    return float(sum(json.loads(p.read_text()).get("seconds", 0.0) for p in keys))
+    chosen = [p for p in keys if views is None or p.name.split(".")[1] in views]
+    return float(sum(json.loads(p.read_text()).get("seconds", 0.0) for p in chosen))
 
 
 def cycle(copies, labels, batch_size: int, seed: int = 0):
