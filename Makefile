@@ -58,9 +58,9 @@ sweep: $(STAMP)
 dashboard: $(STAMP)
 	$(BIN)/optuna-dashboard runs/sweeps/$(basename $(notdir $(GRID)))/study.journal
 
-## bench: print training and deployment figures (pipeline, feature cache, sizes, latencies per backbone)
+## bench: print each phase's time at 3,000 images, then sizes and latencies of every LiteRT variant per backbone
 bench: $(STAMP)
-	$(BIN)/python -m helpers.batch.bench training
+	$(BIN)/python -m helpers.batch.bench phases
 	$(BIN)/python -m helpers.batch.bench deployment
 
 ## lab: open the notebooks in JupyterLab

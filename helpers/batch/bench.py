@@ -1,9 +1,10 @@
 """Benchmarks of the course, printed as tables (figures only, no pass/fail assertions).
 
-``python -m helpers.batch.bench training``: images/s of the input pipeline (with and without
-augmentation), phase 1 with and without the feature cache. ``... bench deployment``: per
+``python -m helpers.batch.bench deployment``: per
 backbone, each LiteRT variant's size, batch-1 latency (measured interleaved, so that other
-programs' load hits them alike) and speed-up. ``--help`` lists the options. Demo data
+programs' load hits them alike) and speed-up. ``... bench phases``: one table of each phase's
+wall time in the course's full setting (3,000 images, 224 px): demo data, decoding, the stored
+views, phases 1 and 2 on them and end to end, LiteRT. ``--help`` lists the options. Demo data
 in a temporary folder; backbones without ImageNet weights offline get random ones, with their
 BatchNormalization statistics re-estimated (:func:`reestimate_batchnorm`).
 """
@@ -20,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, dataset, demo_data
+from helpers import backbones, dataset, demo_data, features, verification
 
 CLASSES = ["fake", "real"]
 DEFAULT_BACKBONES = ("EfficientNetLite0", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 OPTIONS = {  # Integer options of each bench and their defaults.
-    "training": "image-size=224 per-class=100 batch-size=32 epochs=10",
     "deployment": "image-size=224 per-class=50 threads=2 runs=100 calibration=100",
+    "phases": "image-size=224 per-class=1500 batch-size=32 steps=3 calibration=200 predict=420 "
+    "threads=2",
 }
 
 
@@ -36,12 +38,12 @@ def _load() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPU(s)"
 
 
-def demo_frame(root: Path, per_class: int, image_size: int, seed=0, val_share=0.4) -> pd.DataFrame:
+def demo_frame(root: Path, per_class: int, image_size: int, val_share=0.4, workers=1):
     """Generate a demo dataset under ``root``; its files split per class into train and val."""
-    folder = demo_data.generate(per_class, image_size, seed=seed, out_root=root, workers=1)
+    folder = demo_data.generate(per_class, image_size, out_root=root, workers=workers)
     frame = pd.read_csv(folder / "metadata.csv")[["path", "label"]]
     frame["relpath"], frame["decode_path"] = frame.path, [str(folder / p) for p in frame.path]
-    val = frame.groupby("label").sample(frac=val_share, random_state=seed).index
+    val = frame.groupby("label").sample(frac=val_share, random_state=0).index
     return frame.assign(split=np.where(frame.index.isin(val), "val", "train"))
 
 
@@ -151,61 +153,150 @@ def deployment(args, tmp: Path) -> None:
     print(tables.loc[["int8"]].set_index("backbone").round(3).to_markdown())
 
 
-def _images_per_s(make, repeat: int = 2) -> float:
-    """Images/s of one pass over ``make()``, best of ``repeat`` after a warm-up pass."""
-    best = 0.0
-    for _ in range(repeat + 1):
-        start, count = time.perf_counter(), sum(int(x.shape[0]) for x, _ in make())
-        best = max(best, count / (time.perf_counter() - start))
-    return best
-
-
-def training(args, tmp: Path) -> None:
-    """Input pipeline with and without augmentation; phase 1 with and without the cache."""
+def _augment():
+    """Random flip, brightness and contrast, as the course's augmentation (on batches)."""
     import keras
 
-    size, batch = args.image_size, args.batch_size
-    print(f"Training bench: {args.backbone} at {size} px, batch {batch}; {_load()}.")
-    frame = demo_frame(tmp, args.per_class, size + 32, val_share=0.3)
     flips = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomBrightness(0.2)]
-    augment = keras.Sequential([*flips, keras.layers.RandomContrast(0.2)])
-    for what, layer in (("no augmentation", None), ("flip, brightness, contrast", augment)):
-        train = frame[frame.split == "train"]
-        make = functools.partial(dataset.make_dataset, train, CLASSES, size, batch, cache=False)
-        rate = _images_per_s(functools.partial(make, augment=layer))
-        print(f"Input pipeline (read, decode, resize; {what}): {rate:7.0f} images/s")
-    (x, y), (x_val, y_val) = [_arrays(frame, split, size) for split in ("train", "val")]
-    model, base, head, label = classifier(args.backbone, size, x)
-    fit = {"epochs": args.epochs, "batch_size": batch, "verbose": 0}
+    return keras.Sequential([*flips, keras.layers.RandomContrast(0.2)])
+
+
+def _row(rows: list, phase: str, seconds: float, images=None, note: str = "") -> None:
+    rate = images / seconds if images else None
+    rows.append({"phase": phase, "s": seconds, "images": images, "images/s": rate, "note": note})
+
+
+def _timed(rows: list, phase: str, call, images=None, note: str = ""):
+    """``call()``'s result; its wall time (and images/s) appended to ``rows`` as ``phase``."""
     start = time.perf_counter()
-    cache, val_cache = (base.predict(i, verbose=0).mean(axis=(1, 2)) for i in (x, x_val))
-    extract = time.perf_counter() - start
-    head.fit(cache, y, validation_data=(val_cache, y_val), **fit)
-    cached, start = time.perf_counter() - start, time.perf_counter()
-    model.fit(x, y, validation_data=(x_val, y_val), **fit)
-    end_to_end = time.perf_counter() - start
-    print(
-        f"Phase 1 ({label}), {args.epochs} epochs: with the feature cache {cached:.1f} s "
-        f"(features {extract:.1f} s once), end to end {end_to_end:.1f} s: "
-        f"{end_to_end / cached:.1f}x faster with the cache."
+    out = call()
+    _row(rows, phase, time.perf_counter() - start, images, note)
+    return out
+
+
+def _fit_s(model, batches, steps: int) -> float:
+    """Seconds of ``steps`` training steps of ``model``, timed in one ``fit`` after a warm-up
+    step (which traces the training function and starts the input pipeline)."""
+    import keras
+
+    ends: list[float] = []
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter())
     )
+    model.fit(batches, steps_per_epoch=steps + 1, shuffle=False, callbacks=[clock], verbose=0)
+    return ends[-1] - ends[0]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _both_ways(rows, phase, stored, cycled, model, images, steps: int, n: int) -> None:
+    """One training epoch (no validation pass) of ``stored`` on stored arrays (``cycled``:
+    ``features.cycle``'s), measured; and of ``model`` on ``images``, estimated from steps."""
+    fast = _fit_s(stored, *cycled)
+    _row(rows, f"{phase}: one epoch on stored arrays", fast, n, "after a warm-up step")
+    slow = _fit_s(model, images, steps) / steps * cycled[1]
+    note = f"estimated from {steps} steps after a warm-up; {slow / fast:.1f}x the stored route"
+    _row(rows, f"{phase}: one epoch end to end on images", slow, n, note)
+
+
+def _data(rows: list, args, tmp: Path) -> tuple[pd.DataFrame, dict]:
+    """Demo data generated, split 70/15/15 and decoded once: the frame, {split: (x, y)}."""
+    n, size = 2 * args.per_class, args.image_size
+    make = functools.partial(demo_frame, tmp, args.per_class, size, 0.3, None)
+    frame = _timed(rows, "demo data: generate (temporary folder)", make, n)
+    frame.loc[frame.index[frame.split == "val"][::2], "split"] = "test"  # Half of the 30 %.
+    splits = ("train", "val", "test")
+    return frame, _timed(rows, "decode + resize every image once (tf.data)",
+                         lambda: {s: _arrays(frame, s, size) for s in splits}, n)  # fmt: skip
+
+
+def _training(rows: list, frame: pd.DataFrame, arrays: dict, args, tmp: Path):
+    """The stored views as notebooks 01-04 compute them (``features.frozen``), then one epoch
+    of phase 1 (03) and of phase 2 (04) each way; the classifier and its weights' label."""
+    import keras
+
+    size, cut = args.image_size, features.CUTS[args.backbone]
+    model, base, head, label = classifier(args.backbone, size, arrays["train"][0])
+    bottom, top = features.split_backbone(base, cut)
+    train, val = (frame[frame.split == s] for s in ("train", "val"))
+    store = functools.partial(features.frozen, tmp, classes=CLASSES, image_size=size, bottom=bottom)
+    for view, part, aug in (("train", train, None), ("aug", train, _augment()), ("val", val, None)):
+        call = functools.partial(store, view, part, augmentation=aug)
+        what = "one augmented view of train" if aug else view
+        _timed(rows, f"bottom activations: {what}", call, len(part), f"read, decode; cut {cut}")
+    pooled = functools.partial(store, "train", train, top=top)
+    pooled = _timed(rows, "pooled features of train (top forward)", pooled, len(train))
+    y = (train.label == CLASSES[1]).to_numpy(np.float32)[:, None]
+    cycle = functools.partial(features.cycle, labels=y, batch_size=args.batch_size)
+    augmented = functools.partial(dataset.make_dataset, cache=False, augment=_augment())
+    images = augmented(train, CLASSES, size, args.batch_size).repeat()  # Decodes each batch.
+    both = functools.partial(_both_ways, rows, model=model, images=images, steps=args.steps)
+    both("phase 1 (head)", head, cycle([pooled]), n=len(train))
+    below, base.trainable = {id(layer) for layer in bottom.layers}, True
+    for layer in base.layers:  # As notebook 04: above the cut, BatchNormalization frozen.
+        bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = id(layer) not in below and not bn
+    inputs, pooling = keras.Input(top.inputs[0].shape[1:]), keras.layers.GlobalAveragePooling2D()
+    tuner = keras.Model(inputs, head(pooling(top(inputs, training=False))))  # As notebook 04.
+    for m in (tuner, model):
+        m.compile(keras.optimizers.Adam(1e-5), "binary_crossentropy", metrics=["accuracy"])
+    both("phase 2 (above the cut)", tuner, cycle([store("train", train)]), n=len(train))
+    return model, label
+
+
+def _litert(rows: list, model, arrays: dict, args, tmp: Path) -> None:
+    """Notebook 05's export and float32 / INT8 conversions, then batch-1 predictions."""
+    import tensorflow as tf
+
+    x, size = arrays["train"][0], args.image_size
+    calibration = x[:: max(1, len(x) // args.calibration)][: args.calibration]
+    images = np.concatenate([arrays["val"][0], arrays["test"][0]])[: args.predict]
+    spec = [tf.TensorSpec((1, size, size, 3), tf.float32)]  # Batch 1, as notebook 05.
+    export = functools.partial(model.export, tmp / "saved", verbose=False, input_signature=spec)
+    _timed(rows, "LiteRT: export the SavedModel", export)
+    for variant in ("float32", "int8"):
+        call = functools.partial(convert, tmp / "saved", variant, calibration)
+        note = f"{len(calibration)} calibration images" if variant == "int8" else ""
+        (tmp / variant).write_bytes(_timed(rows, f"LiteRT {variant}: convert", call, note=note))
+        lite = verification.LiteModel(tmp / variant, num_threads=args.threads)
+        call, note = functools.partial(lite.predict, images), f"batch 1, {args.threads} thread(s)"
+        _timed(rows, f"LiteRT {variant}: predict", call, len(images), note)
+
+
+def phases(args, tmp: Path) -> None:
+    """Each phase of the course's run on ``2 x per_class`` demo images, timed: one table."""
+    n, size = 2 * args.per_class, args.image_size
+    print(f"Phases bench: {n:,} demo images at {size} px, {args.backbone}; {_load()}.")
+    rows: list[dict] = []
+    frame, arrays = _data(rows, args, tmp)
+    model, label = _training(rows, frame, arrays, args, tmp)
+    _litert(rows, model, arrays, args, tmp)
+    print(f"\n{args.backbone} ({label}), batch {args.batch_size}; wall time of each phase:")
+    table = pd.DataFrame(rows).set_index("phase").astype(object).fillna("")
+    print(table.to_markdown(floatfmt=("", ".1f", ".0f", ".0f", "")))
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's name and options (each integer >= 1), or exit with argparse's message."""
     parser = argparse.ArgumentParser("python -m helpers.batch.bench", description=__doc__[:67])
     sub = parser.add_subparsers(dest="bench", required=True)
     for bench, options in OPTIONS.items():
         part = sub.add_parser(bench)
         for flag, value in (option.split("=") for option in options.split()):
             part.add_argument(f"--{flag}", type=int, default=int(value))
-    sub.choices["training"].add_argument("--backbone", default="EfficientNetLite0")
+    sub.choices["phases"].add_argument(
+        "--backbone", default="EfficientNetLite0", choices=features.CUTS
+    )
     sub.choices["deployment"].add_argument("--backbones", nargs="+", help="registry names")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # Before TensorFlow loads: no cuInit.
     if bad := [k for k, v in vars(args).items() if isinstance(v, int) and v < 1]:
         parser.error(f"--{bad[0].replace('_', '-')} must be >= 1.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # Before TensorFlow loads: no cuInit.
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:  # The demo data.
-        (deployment if args.bench == "deployment" else training)(args, Path(tmp))
+        globals()[args.bench](args, Path(tmp))  # The function of each bench's name.
     print(f"Machine: {_load()} at the end.")
     return 0
 
