@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, fisher_exact
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from helpers.runs import read_json, write_json
@@ -292,24 +291,6 @@ def per_group_rates(
         rows[name] = {**row, "n_bona_fide": bpcer["n"], "bpcer": bpcer["rate"]}
         rows[name]["BPCER"] = format_rate(bpcer)  # "n/a (...)" without samples.
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("group")
-
-
-def unpaired(correct_a: Any, correct_b: Any, confidence: float = 0.95) -> dict[str, Any]:
-    """B minus A on DIFFERENT images (two test splits), with :func:`helpers.stats.paired`'s keys:
-    Newcombe's hybrid score (Wilson) interval for the difference of two independent proportions
-    and Fisher's exact test; ``n`` counts both sides.
-    """
-    a, b = (np.asarray(c, bool).reshape(-1) for c in (correct_a, correct_b))
-    if not (a.size and b.size):
-        raise ValueError(f"need images on both sides, got {a.size} and {b.size}")
-    wilson = [binomtest(int(c.sum()), c.size).proportion_ci(confidence, "wilson") for c in (a, b)]
-    (la, ua), (lb, ub), pa, pb = *wilson, a.mean(), b.mean()
-    d = pb - pa
-    low, high = d - math.hypot(pb - lb, ua - pa), d + math.hypot(ub - pb, pa - la)
-    table = [[b.sum(), b.size - b.sum()], [a.sum(), a.size - a.sum()]]
-    out = {"n": a.size + b.size, "n_a": a.size, "n_b": b.size, "accuracy_a": pa, "accuracy_b": pb}
-    out.update(difference=d, ci_low=low, ci_high=high, confidence=confidence)
-    return {**out, "p_value": float(fisher_exact(table).pvalue)}
 
 
 def overlay(image: Any, heatmap: Any, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:

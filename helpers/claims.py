@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from helpers import stats
 
 FILE = "claims.csv"
 COLUMNS = ["claim", "sheet", "measured", "ci_low", "ci_high", "n", "verdict", "notebook"]
 VERDICTS = ("held", "not held", "inconclusive")
+#: The columns of :func:`compare`'s dicts a notebook shows, e.g. ``pd.DataFrame(rows)[SHOWN]``.
+SHOWN = ["accuracy_a", "accuracy_b", "difference", "95 % interval", "n", "McNemar p", "verdict"]
 
 
 def record(
@@ -32,20 +37,41 @@ def record(
     """Add (or replace) the row of ``claim`` in ``claims.csv``; return the notebook's rows."""
     if not verdict.startswith(VERDICTS):
         raise ValueError(f"verdict {verdict!r} must start with one of {VERDICTS}.")
-    row = dict(
-        claim=claim,
-        sheet=sheet,
-        measured=measured,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        n=n,
-        verdict=verdict,
-        notebook=notebook,
-    )
+    row = dict(zip(COLUMNS, [claim, sheet, measured, ci_low, ci_high, n, verdict, notebook]))
     board = scoreboard(run_dir)
     board = pd.concat([board[board["claim"] != claim], pd.DataFrame([row])], ignore_index=True)
     board.to_csv(Path(run_dir) / FILE, index=False)
     return board[board["notebook"] == notebook].reset_index(drop=True)
+
+
+_record = record  # compare's argument ``record`` hides the function.
+
+
+def compare(run_dir, notebook, claim, sheet, correct_a, correct_b, claimed, record=True) -> dict:
+    """B minus A on the same images, as every notebook compares two models: ``correct_a`` and
+    ``correct_b`` (True where each model is right, image by image) go to :func:`stats.paired`,
+    its interval to :func:`stats.verdict` on the ``claimed`` range of the difference, and the
+    row to ``claims.csv`` (:func:`record`, unless ``record=False``).
+
+    Returns ``stats.paired``'s dict (``accuracy_a``, ``accuracy_b``, ``difference``,
+    ``ci_low``, ``ci_high``, ``n``, ``p_value``...) with ``claim``, ``verdict``, ``McNemar p``
+    and a ``95 % interval`` text; :data:`SHOWN` lists the columns worth a table.
+    """
+    if record and run_dir is None:
+        raise ValueError(f"claim {claim!r}: pass the run folder (run.dir), or record=False.")
+    a, b = (np.asarray(c).reshape(-1) for c in (correct_a, correct_b))
+    if a.dtype != bool or b.dtype != bool:
+        raise ValueError(
+            f"claim {claim!r}: correct_a and correct_b must be True/False per image "
+            f"(e.g. predicted == labels), got {a.dtype} and {b.dtype}."
+        )
+    p = stats.paired(a, b)
+    said = stats.verdict(p["ci_low"], p["ci_high"], claimed, p["difference"], p["n"], p["scaling"])
+    if record:
+        args = p["difference"], said, p["ci_low"], p["ci_high"], p["n"]
+        _record(run_dir, notebook, claim, sheet, *args)
+    out = {"claim": claim, **p, "McNemar p": p["p_value"], "verdict": said}
+    return {**out, "95 % interval": f"{p['ci_low']:+.3f} to {p['ci_high']:+.3f}"}
 
 
 def reset(run_dir: Path, notebook: str) -> None:

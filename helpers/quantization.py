@@ -9,7 +9,6 @@ slower than float32 on x86.
 
 from __future__ import annotations
 
-import collections
 import os
 from typing import Any
 
@@ -28,26 +27,15 @@ VARIANTS = tuple(FILE_NAMES)
 _DELEGATE_NODE = "DELEGATE"
 
 
-def _interpreter(source: str | os.PathLike | bytes, delegate: bool = True, num_threads: int = 2):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def _interpreter(source: str | os.PathLike | bytes, num_threads: int = 2):
+    """An allocated interpreter of a path or the model's bytes, with LiteRT's default delegate."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    where = (
-        {"model_content": bytes(source)}
-        if isinstance(source, (bytes, bytearray))
-        else {"model_path": str(source)}
-    )
-    interpreter = Interpreter(
-        **where, num_threads=num_threads, experimental_op_resolver_type=resolver
-    )
+    where = "model_content" if isinstance(source, (bytes, bytearray)) else "model_path"
+    value = bytes(source) if where == "model_content" else str(source)
+    interpreter = Interpreter(**{where: value}, num_threads=num_threads)
     interpreter.allocate_tensors()
     return interpreter
-
-
-def op_counts(source: str | os.PathLike | bytes) -> dict[str, int]:
-    """``{op type: count}`` of a LiteRT model (a path or its bytes), as converted."""
-    ops = _interpreter(source, delegate=False, num_threads=1)._get_ops_details()
-    return dict(collections.Counter(op["op_name"] for op in ops))
 
 
 def _delegated(ops: list[dict]) -> set[int]:

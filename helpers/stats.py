@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import binomtest, bootstrap, fisher_exact
 
 CONFIDENCE = 0.95
 
@@ -51,7 +51,8 @@ def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) 
     interval, and McNemar's exact test (a binomial test on the images where they disagree).
 
     With no disagreement at all the interval is +-(exact upper bound of the disagreement rate):
-    identical answers on n images do not prove a zero difference.
+    identical answers on n images do not prove a zero difference; that bound shrinks like 1/n,
+    not 1/sqrt(n), which ``scaling`` tells :func:`verdict`.
     """
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b.shape or a.ndim != 1 or not a.size:
@@ -64,10 +65,10 @@ def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) 
         "accuracy_b": b.mean(),
         "difference": b.mean() - a.mean(),
     }
-    out.update(a_only=a_only, b_only=b_only, confidence=confidence)
+    out.update(a_only=a_only, b_only=b_only, confidence=confidence, scaling="1/sqrt(n)")
     if discordant == 0:
         bound = binomtest(0, n).proportion_ci(confidence_level=confidence).high
-        return {**out, "ci_low": -bound, "ci_high": bound, "p_value": 1.0}
+        return {**out, "ci_low": -bound, "ci_high": bound, "p_value": 1.0, "scaling": "1/n"}
     result = bootstrap(
         (a.astype(float), b.astype(float)),
         lambda x, y, axis: y.mean(axis=axis) - x.mean(axis=axis),
@@ -91,22 +92,49 @@ def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) 
     }
 
 
-def verdict(low: float, high: float, claimed: tuple[float, float], estimate: float, n: int) -> str:
+def unpaired(correct_a, correct_b, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """B minus A on DIFFERENT images (two test splits), with :func:`paired`'s keys: Newcombe's
+    hybrid score (Wilson) interval for the difference of two independent proportions and
+    Fisher's exact test; ``n`` counts both sides.
+    """
+    a, b = (np.asarray(c, bool).reshape(-1) for c in (correct_a, correct_b))
+    if not (a.size and b.size):
+        raise ValueError(f"need images on both sides, got {a.size} and {b.size}")
+    wilson = [binomtest(int(c.sum()), c.size).proportion_ci(confidence, "wilson") for c in (a, b)]
+    (la, ua), (lb, ub), pa, pb = *wilson, a.mean(), b.mean()
+    d = pb - pa
+    low, high = d - math.hypot(pb - lb, ua - pa), d + math.hypot(ub - pb, pa - la)
+    table = [[b.sum(), b.size - b.sum()], [a.sum(), a.size - a.sum()]]
+    out = {"n": a.size + b.size, "n_a": a.size, "n_b": b.size, "accuracy_a": pa, "accuracy_b": pb}
+    out.update(difference=d, ci_low=low, ci_high=high, confidence=confidence)
+    return {**out, "p_value": float(fisher_exact(table).pvalue), "scaling": "1/sqrt(n)"}
+
+
+def verdict(low, high, claimed: tuple, estimate, n: int, scaling: str = "1/sqrt(n)") -> str:
     """Whether an interval [low, high] supports a claim that the true value lies in ``claimed``.
 
     "held" (the interval strictly inside the claim: touching its edge is not enough), "not
-    held" (the interval outside it), else
-    "inconclusive at this sample size (~N would resolve it)", N scaled from the interval's width.
+    held" (the interval outside it), else "inconclusive at this sample size (~N would resolve
+    it)": for each claim edge inside the interval, N is where the interval's reach from
+    ``estimate`` across that edge shrinks to the estimate's distance from it, as 1/sqrt(n)
+    (``scaling``: a bootstrap or normal interval) or as 1/n (``"1/n"``: the exact bound of 0
+    events in n, as :func:`paired` gives when no image is discordant, solved exactly).
     """
+    if scaling not in ("1/sqrt(n)", "1/n"):
+        raise ValueError(f"scaling={scaling!r}: use '1/sqrt(n)' or '1/n' (0 events in n).")
     lo, hi = claimed
     point = low == high  # A count or a size: it may sit on the claim's edge.
     if (lo <= low if point else lo < low) and (high <= hi if point else high < hi):
         return "held"
     if high < lo or low > hi:
         return "not held"
-    edge = min((abs(estimate - e) for e in (lo, hi) if math.isfinite(e)), default=0.0)
-    half = (high - low) / 2
-    if edge <= 0 or not math.isfinite(half):
-        return "inconclusive at this sample size"
-    needed = math.ceil(n * (half / edge) ** 2)
+    needed = 0
+    for edge in (e for e in (lo, hi) if low <= e <= high):  # The edges the interval straddles.
+        gap, reach = abs(estimate - edge), estimate - low if edge <= estimate else high - estimate
+        if gap <= 0 or not 0 < reach < math.inf:
+            return "inconclusive at this sample size"
+        if scaling == "1/n" and max(reach, gap) < 1:  # 1 - (alpha/2)^(1/n) = gap, for n.
+            needed = max(needed, math.ceil(n * math.log1p(-reach) / math.log1p(-gap)))
+        else:
+            needed = max(needed, math.ceil(n * (reach / gap) ** (1 if scaling == "1/n" else 2)))
     return f"inconclusive at this sample size (~{needed:,} would resolve it)"

@@ -12,7 +12,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,9 +82,10 @@ class LiteModel:
         values = np.round(image[None] / q["scale"]) + q["zero_point"]
         return np.clip(values, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, times: list | None = None) -> np.ndarray:
         """Probabilities for float RGB 0-255 images (N, H, W, 3), or one image (H, W, 3):
-        (N,) of the second class for one sigmoid output, else (N, K)."""
+        (N,) of the second class for one sigmoid output, else (N, K); each ``invoke``'s
+        milliseconds are appended to ``times`` when given (a latency measurement)."""
         images = np.asarray(images, dtype=np.float32)
         images = images[None] if images.ndim == 3 else images
         if images.ndim != 4 or tuple(images.shape[1:]) != (*self.image_size, 3):
@@ -96,55 +96,36 @@ class LiteModel:
         q, outputs = _quantization(self.output_details), []
         for image in images:
             self.interpreter.set_tensor(self.input_details["index"], self._to_input(image))
-            self.interpreter.invoke()
+            elapsed = _ms(self.interpreter.invoke)
+            if times is not None:
+                times.append(elapsed)
             raw = self.interpreter.get_tensor(self.output_details["index"]).astype(np.float32)
             outputs.append(raw if q is None else (raw - q["zero_point"]) * np.float32(q["scale"]))
         out = np.concatenate(outputs) if outputs else np.zeros((0, 1), np.float32)
         return out[:, 0] if out.shape[-1] == 1 else out
 
-    def time_invoke(self, runs: int, warmup: int = 0) -> list[float]:
-        """Milliseconds of ``runs`` calls of ``invoke`` on one image, after ``warmup`` calls."""
-        image = np.random.default_rng(0).uniform(0, 255, (*self.image_size, 3))
-        self.interpreter.set_tensor(self.input_details["index"], self._to_input(image))
-        return _times(self.interpreter.invoke, runs, warmup)
+
+def _ms(call) -> float:
+    """Milliseconds of one call."""
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1e3
 
 
-def _times(call, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
-def side_by_side_latency(
-    models: Mapping[str, str | os.PathLike | LiteModel],
-    runs: int = 200,
-    warmup: int = 20,
-    rounds: int = 10,
-    threads: int = 2,
-) -> pd.DataFrame:
-    """Batch-1 latency of several models measured interleaved (``rounds`` rounds of each
-    in turn), so that load from other programs hits them alike: one row per model with
-    ``median_ms``, ``p95_ms``, ``min_ms``, ``runs``, ``threads``."""
-    if not (isinstance(runs, int) and runs >= 1 and rounds >= 1):
-        raise ValueError(f"runs={runs!r} and rounds={rounds!r} must be integers >= 1.")
-    loaded = {
-        n: m if isinstance(m, LiteModel) else LiteModel(m, threads) for n, m in models.items()
-    }
-    times: dict[str, list[float]] = {name: [] for name in loaded}
-    for round_ in range(rounds):
-        for name, model in loaded.items():
-            times[name] += model.time_invoke(math.ceil(runs / rounds), warmup * (round_ == 0))
-    table = pd.DataFrame({name: t[:runs] for name, t in times.items()})
-    summary = pd.DataFrame({"median_ms": table.median(), "p95_ms": table.quantile(0.95)})
-    summary["min_ms"], summary["runs"] = table.min(), runs
-    summary["threads"] = [m.num_threads for m in loaded.values()]
-    summary.attrs["times"] = table  # One column of per-run milliseconds per model.
-    return summary.rename_axis("model")
+def _predict_side_by_side(models: Mapping[str, LiteModel], images, runs: int, chunk: int = 20):
+    """Each model's probabilities on ``images`` and its batch-1 latency from the same pass: the
+    models take turns of ``chunk`` images (load from other programs hits them alike), every
+    invoke is timed (row i: image i) and the images are cycled until ``runs`` per model."""
+    order = np.resize(np.arange(len(images)), max(len(images), runs))
+    probabilities, times = {name: [] for name in models}, {name: [] for name in models}
+    for model in models.values():
+        model.predict(images[:3])  # Warm-up: the first invokes set up the delegate.
+    for start in range(0, len(order), chunk):
+        for name, model in models.items():
+            batch = images[order[start : start + chunk]]
+            probabilities[name].append(model.predict(batch, times[name]))
+    first = {name: np.concatenate(p)[: len(images)] for name, p in probabilities.items()}
+    return first, pd.DataFrame(times)
 
 
 def _roc_auc(labels: np.ndarray, probabilities: np.ndarray, k: int) -> float:
@@ -169,28 +150,21 @@ def _keras_row(model, image: np.ndarray, runs: int) -> dict:
         row = {"size_mb": (Path(tmp) / "model.keras").stat().st_size / 1e6}
     if runs:
         predict, x = tf.function(lambda x: model(x, training=False)), tf.constant(image[None])
-        times = _times(lambda: predict(x).numpy(), runs, warmup=5)
+        times = [_ms(lambda: predict(x).numpy()) for _ in range(runs + 5)][5:]  # 5 warm-ups.
         row |= {"latency_median_ms": np.median(times), "latency_p95_ms": np.percentile(times, 95)}
         row["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     return row
 
 
 def compare_variants(
-    keras_model,
-    paths: Mapping[str, str | os.PathLike],
-    images: np.ndarray,
-    labels: np.ndarray,
-    classes: Sequence[str],
-    threads: int = 2,
-    runs: int = 200,
-    threshold: float = 0.5,
-    keras_runs: int = 50,
+    keras_model, paths, images, labels, classes, threads=2, runs=200, threshold=0.5, keras_runs=50
 ) -> pd.DataFrame:
     """The Keras model and each ``.tflite`` of ``paths`` on the same images and class-index
     ``labels``, decided by :func:`decide` at ``threshold``: one row per model ("Keras", then
     the names of ``paths``) with accuracy, ROC AUC, agreement and flips vs Keras, size, batch-1
-    latency (``runs`` per file, ``keras_runs`` for Keras); ``.attrs``: ``probabilities``
-    (each model's, "keras" for Keras) and ``latency_ms`` (per-run times of each file)."""
+    latency (each file's predictions timed, at least ``runs``; ``keras_runs`` for Keras);
+    ``.attrs``: ``probabilities`` (each model's, "keras" for Keras) and ``latency_ms`` (per-run
+    times of each file, row i of every file from the same turn)."""
     images = np.asarray(images, dtype=np.float32)
     y, k = np.asarray(labels).reshape(-1).astype(int), len(classes)
     if k < 2 or not paths or images.ndim != 4 or len(images) == 0 or len(y) != len(images):
@@ -201,7 +175,8 @@ def compare_variants(
     reference = keras_model.predict(images, batch_size=32, verbose=0).astype(np.float32)
     probabilities = {"keras": reference[:, 0] if reference.shape[-1] == 1 else reference}
     models = {name: LiteModel(path, num_threads=threads) for name, path in paths.items()}
-    probabilities |= {name: model.predict(images) for name, model in models.items()}
+    lite, times = _predict_side_by_side(models, images, runs)
+    probabilities |= lite
     rows = {}
     for name, probs in probabilities.items():
         predicted = decide(probs, threshold)
@@ -215,16 +190,15 @@ def compare_variants(
             "size_mb": models[name].size_mb if name in models else np.nan,
         }
     rows[KERAS_ROW] |= _keras_row(keras_model, images[0], int(keras_runs))
-    timings = side_by_side_latency(models, runs=runs, threads=threads)
     for name in models:
-        rows[name] |= {"latency_median_ms": timings.loc[name, "median_ms"], "threads": threads}
-        rows[name]["latency_p95_ms"] = timings.loc[name, "p95_ms"]
+        rows[name] |= {"latency_median_ms": times[name].median(), "threads": threads}
+        rows[name]["latency_p95_ms"] = times[name].quantile(0.95)
     columns = [*rows[KERAS_ROW], "latency_median_ms", "latency_p95_ms", "threads"]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(dict.fromkeys(columns)))
     base = table["size_mb"].get("float32", np.nan)
     table.insert(7, "size_ratio_vs_float32", table["size_mb"] / base)
     table = table.assign(images=len(y)).rename_axis("model")
-    table.attrs.update(probabilities=probabilities, latency_ms=timings.attrs["times"])
+    table.attrs.update(probabilities=probabilities, latency_ms=times)
     return table
 
 
@@ -345,14 +319,7 @@ def _io_entry(detail: Mapping, key: str, text: str) -> dict:
     return {"dtype": dtype, "shape": shape, "quantization": q, key: text}
 
 
-def write_metadata(
-    path: str | os.PathLike,
-    classes: Sequence[str],
-    tflite_path: str | os.PathLike,
-    threshold: float = 0.5,
-    metrics: Mapping[str, Any] | None = None,
-    **info: Any,
-) -> Path:
+def write_metadata(path, classes, tflite_path, threshold=0.5, metrics=None, **info) -> Path:
     """Write JSON that says how to feed the model of ``tflite_path`` (its input's dtype,
     shape, size, quantization, pixels) and read its output (``meaning``,
     ``decision_threshold``, ``decision_rule``); ``metrics`` and ``info`` are stored as given."""
@@ -411,12 +378,7 @@ def _predict_scanned(model: LiteModel, root: Path) -> tuple[pd.DataFrame, np.nda
     return frame if labelled else frame.drop(columns="true_label"), probabilities
 
 
-def predict_folder(
-    tflite_path: str | os.PathLike,
-    folder: str | os.PathLike,
-    metadata_path: str | os.PathLike | None = None,
-    num_threads: int = 2,
-) -> pd.DataFrame:
+def predict_folder(tflite_path, folder, metadata_path=None, num_threads: int = 2) -> pd.DataFrame:
     """Run a ``.tflite`` classifier on every image of a folder, read as in training.
 
     Files are checked by ``checks.scan`` (unusable ones named in a warning and left out)
@@ -502,11 +464,7 @@ def _accuracy_item(table: pd.DataFrame | None, max_delta: float) -> tuple[bool, 
 
 
 def pre_deployment_checklist(
-    run_dir: str | os.PathLike,
-    target_size_mb: float = 10.0,
-    export_dir: str | os.PathLike | None = None,
-    comparison: pd.DataFrame | None = None,
-    int8_max_delta: float = INT8_MAX_DELTA,
+    run_dir, target_size_mb=10.0, export_dir=None, comparison=None, int8_max_delta=INT8_MAX_DELTA
 ) -> pd.DataFrame:
     """The sheet's pre-deployment checklist, from a run folder's files: learning curves
     checked (``phase*_history.json``, no "overfitting" diagnosis), test set read once

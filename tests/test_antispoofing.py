@@ -244,32 +244,6 @@ def _correct(right: int, n: int) -> np.ndarray:
     return np.arange(n) < right
 
 
-@pytest.mark.parametrize(
-    "b, a, low, high",  # Newcombe (1998), Stat. Med. 17:873, table II, method 10.
-    [
-        ((56, 70), (48, 80), 0.0524, 0.3339),
-        ((9, 10), (3, 10), 0.1705, 0.8090),
-        ((5, 56), (0, 29), -0.0381, 0.1926),
-        ((0, 10), (0, 20), -0.1611, 0.2775),
-        ((10, 10), (0, 20), 0.6791, 1.0),
-    ],
-)
-def test_unpaired_gives_newcombes_published_intervals(b, a, low, high):
-    out = pad.unpaired(_correct(*a), _correct(*b))
-    assert out["difference"] == pytest.approx(b[0] / b[1] - a[0] / a[1])
-    assert (round(out["ci_low"], 4), round(out["ci_high"], 4)) == (low, high)
-    assert (out["n"], out["n_a"], out["n_b"]) == (a[1] + b[1], a[1], b[1])
-
-
-def test_unpaired_p_value_is_fishers_and_empty_sides_are_refused():
-    same = pad.unpaired(_correct(3, 10), _correct(6, 20))
-    assert same["difference"] == 0 and same["p_value"] == 1.0
-    far = pad.unpaired(_correct(0, 20), _correct(10, 10))
-    assert far["p_value"] == pytest.approx(1 / math.comb(30, 10))  # The only table as extreme.
-    with pytest.raises(ValueError, match="both sides"):
-        pad.unpaired([], [True])
-
-
 @pytest.fixture(scope="module")
 def said():
     """The sentence notebook 07 prints for each comparison, from the notebook's own cell."""
@@ -285,7 +259,7 @@ def test_the_bias_verdict_follows_its_interval(said):
 
     cases = {"inconclusive": ((9, 12), (11, 12)), "held": ((48, 80), (56, 70))}
     for expected, (a, b) in cases.items():
-        c = pad.unpaired(_correct(*a), _correct(*b))
+        c = stats.unpaired(_correct(*a), _correct(*b))
         c["verdict"] = stats.verdict(
             c["ci_low"], c["ci_high"], (0, math.inf), c["difference"], c["n"]
         )

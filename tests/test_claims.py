@@ -68,3 +68,40 @@ def test_a_notebook_run_again_starts_its_rows_afresh(tmp_path):
     claims.record(tmp_path, "05_quantization", "kept", "-", 1.0, "held")
     claims.reset(tmp_path, "02_augmentation")
     assert claims.scoreboard(tmp_path)["claim"].tolist() == ["kept"]
+
+
+def test_compare_is_paired_verdict_and_record_in_one_call(tmp_path):
+    import numpy as np
+
+    a = np.array([True] * 80 + [False] * 20)
+    b = a.copy()
+    b[80:95], b[:5] = True, False  # B right on 15 images A misses, wrong on 5 A gets right
+    row = claims.compare(tmp_path, "04_phase2", "phase 2 beats phase 1", "+2 points", a, b, (0, 1))
+    assert row["difference"] == pytest.approx(0.10) and row["n"] == 100
+    assert (row["accuracy_a"], row["accuracy_b"]) == (0.80, 0.90)
+    assert row["McNemar p"] == pytest.approx(0.0414, abs=1e-3) == row["p_value"]
+    assert row["verdict"] == "held" and 0 < row["ci_low"] < 0.10 < row["ci_high"]
+    assert row["95 % interval"] == f"{row['ci_low']:+.3f} to {row['ci_high']:+.3f}"
+    assert set(claims.SHOWN) <= set(row)
+    saved = claims.scoreboard(tmp_path).iloc[0]
+    assert (saved["claim"], saved["sheet"], saved["verdict"]) == (row["claim"], "+2 points", "held")
+    assert saved["measured"] == pytest.approx(0.10) and saved["ci_low"] == pytest.approx(
+        row["ci_low"]
+    )
+    assert (saved["n"], saved["notebook"]) == (100, "04_phase2")
+    # Not recorded: the same figures, the scoreboard unchanged; the verdict follows the claim.
+    worse = claims.compare(None, "03", "A beats B", "better", b, a, (0, 1), False)
+    assert worse["verdict"] == "not held" and len(claims.scoreboard(tmp_path)) == 1
+    # Identical answers: the hint scales like 1/n (stats.verdict's "1/n").
+    same = claims.compare(None, "05", "same", "-", a, a, (-0.01, 1), record=False)
+    assert same["verdict"] == "inconclusive at this sample size (~368 would resolve it)"
+
+
+def test_compare_refuses_predictions_in_place_of_correctness(tmp_path):
+    import numpy as np
+
+    with pytest.raises(ValueError, match="True/False per image"):
+        claims.compare(tmp_path, "05", "c", "-", np.array([0, 1]), np.array([1, 1]), (0, 1))
+    with pytest.raises(ValueError, match="run folder"):
+        claims.compare(None, "05", "c", "-", np.array([True]), np.array([True]), (0, 1))
+    assert claims.scoreboard(tmp_path).empty
