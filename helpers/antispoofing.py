@@ -1,8 +1,7 @@
 """Anti-spoofing (presentation attack detection) rates in the style of ISO/IEC 30107-3.
 
 A score is the belief that a presentation is bona fide (higher: more genuine); ``attack`` is
-True for attack presentations; a presentation is accepted as bona fide when score >= threshold.
-"""
+True for attack presentations; a presentation is accepted as bona fide when score >= threshold."""
 
 from __future__ import annotations
 
@@ -88,8 +87,7 @@ def apcer_bpcer(scores: Any, attack: Any, threshold: float | Mapping) -> tuple[d
 def error_curves(scores: Any, attack: Any) -> pd.DataFrame:
     """APCER and BPCER at each distinct score as threshold (increasing), then above them all.
 
-    ``roc_curve`` with bona fide as positive: its false positive rate is APCER, 1 - TPR BPCER.
-    """
+    ``roc_curve`` with bona fide as positive: its false positive rate is APCER, 1 - TPR BPCER."""
     s, a = _check(scores, attack, "the error curve")
     apcer, tpr, thresholds = roc_curve(~a, s, drop_intermediate=False)
     thresholds[0] = np.nextafter(s.max(), np.inf)  # roc_curve's first threshold is inf.
@@ -110,8 +108,7 @@ def eer(scores: Any, attack: Any) -> tuple[float, float]:
 
 def bpcer_at_apcer(scores: Any, attack: Any, target: float) -> dict[str, Any]:
     """``{"target", "bpcer", "apcer", "threshold", "note"}``: the lowest BPCER with APCER <=
-    target; NaN with a note below ceil(1/target) attacks, where one error exceeds the target.
-    """
+    target; NaN with a note below ceil(1/target) attacks, where one error exceeds the target."""
     if not 0 < target < 1:
         raise ValueError(f"target={target} must be an APCER in (0, 1), e.g. 0.05 for 5 %.")
     s, a = _check(scores, attack)
@@ -133,8 +130,7 @@ def choose_threshold(
 ) -> dict[str, Any]:
     """Fit the threshold on validation: ``"eer"`` or ``"apcer"`` (APCER <= target_apcer).
 
-    Test data are refused (``split_name``, or any "test" in ``splits``, one name per row).
-    """
+    Test data are refused (``split_name``, or any "test" in ``splits``, one name per row)."""
     has_test = splits is not None and "test" in set(np.asarray(splits).astype(str).ravel())
     if split_name not in ("val", "validation") or has_test:
         raise ValueError(f"split_name={split_name!r}: {_TEST_REFUSED}.")
@@ -197,8 +193,7 @@ def evaluate_pad(
     """Every ISO/IEC 30107-3 figure at one threshold: rates (with their table), EER, AUC...
 
     ``attack_types``: one per presentation (None: one type "attack"); ``types``: the types to
-    report (one without presentations gets NaN and a note); ``targets``: of BPCER@APCER.
-    """
+    report (one without presentations gets NaN and a note); ``targets``: of BPCER@APCER."""
     s, a = _check(scores, attack)
     fitted_on = threshold.get("fitted_on") if isinstance(threshold, Mapping) else None
     if fitted_on == "test":
@@ -242,13 +237,10 @@ def pad_table(results: Mapping[str, Mapping], style: str = "numeric") -> pd.Data
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
-def production_view(
-    apcer: float | Mapping, bpcer: float | Mapping, attack_share: float = 0.05, users: int = 1000
-) -> pd.DataFrame:
+def production_view(apcer, bpcer, attack_share: float = 0.05, users: int = 1000) -> pd.DataFrame:
     """What APCER and BPCER (numbers or rate dicts) mean to users at 50 % and at attack_share.
 
-    Precision of an attack alarm = share (1 - APCER) / (share (1 - APCER) + (1 - share) BPCER).
-    """
+    Precision of an attack alarm = share (1 - APCER) / (share (1 - APCER) + (1 - share) BPCER)."""
     ap, bp = (float(r["rate"] if isinstance(r, Mapping) else r) for r in (apcer, bpcer))
     columns = ["attack share", "precision of an attack alarm"]
     columns += [f"{what} per {users} {whom}" for what, whom in _VIEW_COUNTS]
@@ -265,8 +257,7 @@ def empirical_view(
     scores: Any, attack: Any, threshold: float | Mapping, attack_share: float, size: int, seed=0
 ) -> pd.DataFrame:
     """:func:`production_view`'s production row, measured on ``size`` presentations drawn with
-    replacement at ``attack_share`` (duplicates add no information: it shows the arithmetic).
-    """
+    replacement at ``attack_share`` (duplicates add no information: it shows the arithmetic)."""
     s, a = _check(scores, attack, "the view")
     rng = np.random.default_rng(seed)
     n_attack = round(attack_share * size)
@@ -277,9 +268,7 @@ def empirical_view(
     return view.rename(index=lambda name: name.replace("production", f"measured on {size}"))
 
 
-def per_group_rates(
-    scores: Any, attack: Any, groups: Any, threshold: float | Mapping
-) -> pd.DataFrame:
+def per_group_rates(scores, attack, groups, threshold: float | Mapping) -> pd.DataFrame:
     """APCER and BPCER per group (device, capture date...) at one threshold; last row: all."""
     s, a = _check(scores, attack)
     g = np.asarray(groups).astype(str).reshape(-1)

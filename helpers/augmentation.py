@@ -14,8 +14,7 @@ def augmentation_need(per_class_counts: Mapping[str, int]) -> dict:
     """How much the sheet says augmentation matters, from the smallest class's image count.
 
     Returns ``{"smallest_class", "smallest_count", "level", "sentence"}``; ``level`` is
-    "indispensable" (< 2 000), "recommended" (2 000-10 000) or "useful but less critical".
-    """
+    "indispensable" (< 2 000), "recommended" (2 000-10 000) or "useful but less critical"."""
     if not per_class_counts or min(per_class_counts.values()) < 0:
         raise ValueError(f"per_class_counts={per_class_counts} must map classes to counts >= 0.")
     smallest_class = min(per_class_counts, key=lambda label: int(per_class_counts[label]))
@@ -30,17 +29,15 @@ def augmentation_need(per_class_counts: Mapping[str, int]) -> dict:
         f"The smallest class ({smallest_class!r}) has {smallest:,} images: {why}, so the "
         f"course sheet rates data augmentation as {level}."
     )
-    return dict(
-        smallest_class=smallest_class, smallest_count=smallest, level=level, sentence=sentence
-    )
+    out = {"smallest_class": smallest_class, "smallest_count": smallest, "level": level}
+    return {**out, "sentence": sentence}
 
 
 def augmentation_throughput(ds, augmentation_layers, batches: int = 10) -> float:
     """Images per second through ``augmentation_layers`` alone, mapped over ``ds`` in parallel.
 
     The batches are cached first so that decoding is not timed, and the first batch (graph
-    tracing) is not timed either.
-    """
+    tracing) is not timed either."""
     import tensorflow as tf
 
     if batches < 1:

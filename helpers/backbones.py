@@ -2,8 +2,7 @@
 
 ``WEIGHTS``: ``"imagenet"`` (Keras' file, downloaded once into ``~/.keras/models``, else an
 error with the remedy), ``"auto"`` (ImageNet, else a loud, recorded fallback to the offline
-EfficientNet-Lite0), ``None``/``"random"`` or a weights file. Backbones take RGB in 0-255.
-"""
+EfficientNet-Lite0), ``None``/``"random"`` or a weights file. Backbones take RGB in 0-255."""
 
 from __future__ import annotations
 
@@ -47,21 +46,14 @@ class BackboneSpec:
 
 
 _MNV3 = "depthwise separable conv + squeeze-and-excitation + hard-swish + NAS"
+_SMALL = "MobileNetV3Large's blocks, searched for minimum latency"
 _SCALING = "compound scaling of resolution x depth x width"
+_LITE = "EfficientNet-B0 without squeeze-and-excitation, ReLU6, fixed stem and head"
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
         BackboneSpec("MobileNetV3Large", 224, 5.5, 75.6, _MNV3, 5.4, 22, 75.2),
-        BackboneSpec(
-            "MobileNetV3Small",
-            224,
-            2.55,
-            68.1,
-            "MobileNetV3Large's blocks, searched for minimum latency",
-            2.5,
-            10,
-            67.7,
-        ),
+        BackboneSpec("MobileNetV3Small", 224, 2.55, 68.1, _SMALL, 2.5, 10, 67.7),
         BackboneSpec("EfficientNetB0", 224, 5.3, 77.1, _SCALING, 5.3, 29, 77.1),
         BackboneSpec("EfficientNetB1", 240, 7.9, 79.1, _SCALING),
         BackboneSpec("EfficientNetB2", 260, 9.2, 80.1, _SCALING),
@@ -70,14 +62,7 @@ REGISTRY: dict[str, BackboneSpec] = {
         BackboneSpec("EfficientNetB5", 456, 30.6, 83.6, _SCALING),
         BackboneSpec("EfficientNetB6", 528, 43.3, 84.0, _SCALING),
         BackboneSpec("EfficientNetB7", 600, 66.7, 84.3, _SCALING),
-        BackboneSpec(
-            FALLBACK_BACKBONE,
-            224,
-            4.65,
-            75.1,
-            "EfficientNet-B0 without squeeze-and-excitation, ReLU6, fixed stem and head",
-            pretrained_offline=True,
-        ),
+        BackboneSpec(FALLBACK_BACKBONE, 224, 4.65, 75.1, _LITE, pretrained_offline=True),
     ]
 }
 
@@ -126,18 +111,16 @@ class WeightsRecord:
 def _build(spec: BackboneSpec, weights, input_shape, include_top: bool):
     with warnings.catch_warnings():  # MobileNetV3 warns when its 224-px weights go elsewhere.
         warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square")
-        return spec.constructor()(
-            weights=weights, include_top=include_top, input_shape=tuple(input_shape)
-        )
+        options = {"include_top": include_top, "input_shape": tuple(input_shape)}
+        return spec.constructor()(weights=weights, **options)
 
 
 def _fallback(name: str, wanted: str, error: Exception, args: tuple, verbose: bool):
     """The offline EfficientNet-Lite0 in place of ``name``, said loudly and recorded."""
     model = _build(get_spec(FALLBACK_BACKBONE), "imagenet", *args)
     reason = f"its ImageNet weights could not be had ({str(error).strip()})."
-    record = WeightsRecord(
-        name, wanted, FALLBACK_BACKBONE, "imagenet", True, OFFLINE_SOURCE, True, reason
-    )
+    fallback = (FALLBACK_BACKBONE, "imagenet", True, OFFLINE_SOURCE, True, reason)
+    record = WeightsRecord(name, wanted, *fallback)
     lines = [
         f"WEIGHTS FALLBACK: {name} ImageNet weights are not available.",
         f"Using {FALLBACK_BACKBONE} with ImageNet weights read offline.",
@@ -149,16 +132,11 @@ def _fallback(name: str, wanted: str, error: Exception, args: tuple, verbose: bo
 
 
 def build_backbone(
-    name: str,
-    weights="auto",
-    input_shape=(224, 224, 3),
-    include_top: bool = False,
-    verbose: bool = True,
+    name: str, weights="auto", input_shape=(224, 224, 3), include_top: bool = False, verbose=True
 ):
     """Backbone ``name`` under the weights policy (module docstring): ``(model, record)``.
 
-    Raises WeightsUnavailableError (strict "imagenet" offline), FileNotFoundError (bad path).
-    """
+    Raises WeightsUnavailableError (strict "imagenet" offline), FileNotFoundError (bad path)."""
     spec = get_spec(name)
     wanted = "random" if weights is None else str(weights)
     if wanted.lower() in {"", "none", "random", "imagenet", "auto"}:

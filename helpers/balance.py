@@ -25,8 +25,7 @@ def size_rules(counts: dict[str, int], n_classes: int | None = None) -> pd.DataF
     ``n_classes``: classes of the task (default ``len(counts)``; 2 or fewer is binary).
     Returns one row per class: ``label, count, task, minimum, ideal, min_required,
     ideal_required, status`` ("below minimum", "minimum met", "ideal met"),
-    ``augmentation`` (the sheet's advice), ``checklist_augment`` and ``from_scratch``.
-    """
+    ``augmentation`` (the sheet's advice), ``checklist_augment`` and ``from_scratch``."""
     k = len(counts) if n_classes is None else int(n_classes)
     minimum, ideal = BINARY_RULES if k <= 2 else MULTICLASS_RULES
     table = pd.DataFrame({"label": list(counts), "count": [int(v) for v in counts.values()]})
@@ -63,8 +62,7 @@ def undersample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd
 def oversample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd.DataFrame:
     """Repeat minority rows up to the majority count (train rows only if split): whole copies
     first, then a random remainder, so that every image is repeated as evenly as possible.
-    Added copies have ``oversampled`` True. Use it with augmentation, else they are identical.
-    """
+    Added copies have ``oversampled`` True. Use it with augmentation, else they are identical."""
     part, rest = _train_rows(df)
     n_max = int(part[label_col].value_counts().max()) if len(part) else 0
     rng = np.random.default_rng(seed)

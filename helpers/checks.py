@@ -115,8 +115,7 @@ def scan(
 
     System entries (``.DS_Store``, ``__MACOSX``...) are skipped, top-level files ignored, files
     identical across classes unusable. Images over ``max_pixels`` are refused, over ``max_side``
-    downscaled in their copy (in ``cache_dir``); ``verify_native`` compares TensorFlow's pixels.
-    """
+    downscaled in their copy (in ``cache_dir``); ``verify_native`` compares TensorFlow's pixels."""
     root = project_path(data_dir, DATA_DIR).resolve()
     cache = Path(cache_dir or NORMALISED_DIR).expanduser().resolve()
     if not root.is_dir():
@@ -192,11 +191,9 @@ def check_trainable(scan: ScanResult, min_classes: int = 2, min_per_class: int =
     ``min_classes`` classes with usable images and ``min_per_class`` images in each."""
     counts = scan.good["label"].value_counts().reindex(scan.classes, fill_value=0)
     usable = list(counts[counts > 0].index)
-    issues = [
-        f"class {c!r} has {n} usable image(s) of {min_per_class} needed: add some or remove {c}/."
-        for c, n in counts.items()
-        if n < min_per_class
-    ]
+    small = [(c, n) for c, n in counts.items() if n < min_per_class]
+    fix = f"usable image(s) of {min_per_class} needed: add some or remove"
+    issues = [f"class {c!r} has {n} {fix} {c}/." for c, n in small]
     if len(usable) < min_classes:
         need = f"training needs {min_classes}: add one subfolder of images per class"
         found = f"{len(usable) or 'no'} class folder(s) with usable images {usable}"
@@ -362,16 +359,12 @@ def _not_image_reason(data: bytes, suffix: str) -> str:
 
 
 def attach_metadata(
-    scan_or_df: ScanResult | pd.DataFrame,
-    metadata_csv: str | os.PathLike,
-    group_col: str | None = None,
-    path_col: str = "path",
+    scan_or_df: ScanResult | pd.DataFrame, metadata_csv, group_col=None, path_col="path"
 ) -> pd.DataFrame:
     """Merge a metadata CSV, one row per file, ``path_col`` relative to the data folder.
 
     ``group_col`` becomes the ``group`` column (default ``source`` if present, else none).
-    Columns the files table already has get a ``_meta`` suffix; files without a row get "".
-    """
+    Columns the files table already has get a ``_meta`` suffix; files without a row get ""."""
     files = scan_or_df.files if isinstance(scan_or_df, ScanResult) else scan_or_df
     csv = project_path(metadata_csv, DATA_DIR)
     if not csv.is_file():

@@ -3,8 +3,7 @@
 Every notebook that measures a claim adds one row to ``claims.csv`` in the run folder (the
 claim, the sheet's value, the measured value, its 95 % interval, the sample size, the verdict
 from :func:`helpers.stats.verdict` and the notebook); notebook 07 shows the whole table.
-A notebook run again replaces its rows, so the file always holds one row per claim.
-"""
+A notebook run again replaces its rows, so the file always holds one row per claim."""
 
 from __future__ import annotations
 
@@ -24,15 +23,7 @@ SHOWN = ["accuracy_a", "accuracy_b", "difference", "95 % interval", "n", "McNema
 
 
 def record(
-    run_dir: Path,
-    notebook: str,
-    claim: str,
-    sheet: str,
-    measured: float,
-    verdict: str,
-    ci_low: float = math.nan,
-    ci_high: float = math.nan,
-    n: int | None = None,
+    run_dir, notebook, claim, sheet, measured, verdict, ci_low=math.nan, ci_high=math.nan, n=None
 ) -> pd.DataFrame:
     """Add (or replace) the row of ``claim`` in ``claims.csv``; return the notebook's rows."""
     if not verdict.startswith(VERDICTS):
@@ -55,8 +46,7 @@ def compare(run_dir, notebook, claim, sheet, correct_a, correct_b, claimed, reco
 
     Returns ``stats.paired``'s dict (``accuracy_a``, ``accuracy_b``, ``difference``,
     ``ci_low``, ``ci_high``, ``n``, ``p_value``...) with ``claim``, ``verdict``, ``McNemar p``
-    and a ``95 % interval`` text; :data:`SHOWN` lists the columns worth a table.
-    """
+    and a ``95 % interval`` text; :data:`SHOWN` lists the columns worth a table."""
     if record and run_dir is None:
         raise ValueError(f"claim {claim!r}: pass the run folder (run.dir), or record=False.")
     a, b = (np.asarray(c).reshape(-1) for c in (correct_a, correct_b))

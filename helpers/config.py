@@ -13,31 +13,21 @@ NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
 
 # Profiles size the course: "full" is the course as a learner runs it (minutes on a
 # laptop CPU); "small" is what CI and nbval run (seconds per notebook).
+_SETTINGS = {  # setting: (full, small)
+    "demo_per_class": (1500, 48),
+    "demo_image_size": (224, 160),
+    "image_size": (224, 128),
+    "phase1_epochs": (15, 4),
+    "phase2_epochs": (10, 2),
+    "demo_epochs": (3, 2),
+    "pitfall_per_class": (300, 40),
+    "augmented_copies": (2, 1),
+    "overfit_epochs": (20, 3),
+    "principles_per_class": (300, 48),
+}
 PROFILES: dict[str, dict] = {
-    "full": {
-        "demo_per_class": 1500,
-        "demo_image_size": 224,
-        "image_size": 224,
-        "phase1_epochs": 15,
-        "phase2_epochs": 10,
-        "demo_epochs": 3,
-        "pitfall_per_class": 300,
-        "augmented_copies": 2,
-        "overfit_epochs": 20,
-        "principles_per_class": 300,
-    },
-    "small": {
-        "demo_per_class": 48,
-        "demo_image_size": 160,
-        "image_size": 128,
-        "phase1_epochs": 4,
-        "phase2_epochs": 2,
-        "demo_epochs": 2,
-        "pitfall_per_class": 40,
-        "augmented_copies": 1,
-        "overfit_epochs": 3,
-        "principles_per_class": 48,
-    },
+    name: {key: values[i] for key, values in _SETTINGS.items()}
+    for i, name in enumerate(("full", "small"))
 }
 PROFILE_ENV = "COURSE_PROFILE"
 
@@ -61,8 +51,7 @@ def project_path(path: str | os.PathLike | None, default: Path) -> Path:
     """Resolve a user-given path: absolute as is, relative to the project root.
 
     Notebooks run from ``notebooks/`` (nbval, JupyterLab) or from wherever papermill
-    was called; resolving against the project root makes both mean the same folder.
-    """
+    was called; resolving against the project root makes both mean the same folder."""
     if path is None or str(path) == "":
         return default
     p = Path(path).expanduser()

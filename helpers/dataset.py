@@ -75,8 +75,7 @@ def make_dataset(
     (Keras' MobileNetV3 and EfficientNet rescale inside the model) → cache in memory →
     shuffle every epoch → batch → ``augment`` (a Keras layer runs with ``training=True``) →
     prefetch. The label index of a class is its position in
-    ``classes``; ``label_mode``: "binary" (float32 (B, 1)), "categorical" (one-hot) or "int".
-    """
+    ``classes``; ``label_mode``: "binary" (float32 (B, 1)), "categorical" (one-hot) or "int"."""
     import tensorflow as tf
 
     classes = list(classes)

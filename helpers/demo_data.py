@@ -7,8 +7,7 @@ with device and date independent of the class unless ``bias="device"`` or ``"dat
 
 Folder ``out_root/<dataset_name(...)>/``: ``real/real_00000.jpg``..., ``fake/...``,
 ``metadata.csv`` (:data:`METADATA_COLUMNS`), ``options.json``. Same options, same bytes.
-CLI (``make data``): ``python -m helpers.demo_data --per-class 48 --image-size 160``.
-"""
+CLI (``make data``): ``python -m helpers.demo_data --per-class 48 --image-size 160``."""
 
 from __future__ import annotations
 
@@ -582,9 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = project_path(args["out_root"], DATA_DIR) / dataset_name(**options)
         done = is_complete(folder, _options(**options))
-        folder = generate(
-            **options, out_root=folder.parent, progress=not args["quiet"], workers=args["workers"]
-        )
+        where = {"out_root": folder.parent, "workers": args["workers"]}
+        folder = generate(**options, **where, progress=not args["quiet"])
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

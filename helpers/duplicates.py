@@ -56,8 +56,7 @@ def find_duplicates(df: pd.DataFrame, max_distance: int = DEFAULT_MAX_DISTANCE) 
     ``max_distance`` bits; negative: exact only); A~B and B~C put A, B, C in one cluster.
 
     Returns a copy of ``df`` with ``dup_cluster`` (in row order; -1 for rows without a hash),
-    ``dup_size`` and ``dup_kind`` ("" alone, else "exact", "near" or "exact+near").
-    """
+    ``dup_size`` and ``dup_kind`` ("" alone, else "exact", "near" or "exact+near")."""
     missing = [c for c in ("sha256", "dhash") if c not in df.columns]
     if missing:
         raise ValueError(f"find_duplicates needs the columns {missing} (from checks.scan()).")

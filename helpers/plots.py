@@ -40,9 +40,8 @@ def _bars(ax, labels, values, texts, horizontal: bool = False, **style):
 def _grid(images, columns: int, titles=None, row_labels=(), size: float = 2.2, title=None):
     """Images (0-255, row by row) in a grid; ``titles`` per image, ``row_labels`` on the left."""
     rows, titles = max(1, -(-len(images) // columns)), [] if titles is None else list(titles)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(columns * size, rows * size + 0.4), squeeze=False
-    )
+    figsize = (columns * size, rows * size + 0.4)
+    fig, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False)
     for index, ax in enumerate(axes.ravel()):
         ax.set(xticks=[], yticks=[])
         if index >= len(images):
@@ -59,22 +58,13 @@ def _grid(images, columns: int, titles=None, row_labels=(), size: float = 2.2, t
     return fig
 
 
-def show_images(
-    images: Sequence[np.ndarray],
-    titles: Sequence[str] | None = None,
-    columns: int = 6,
-    size: float = 2.2,
-    suptitle: str | None = None,
-):
+def show_images(images: Sequence[np.ndarray], titles=None, columns=6, size=2.2, suptitle=None):
     """A grid of RGB images (uint8 or float 0-255) with optional titles."""
     return _grid(images, columns, titles, size=size, title=suptitle)
 
 
 def augmentation_grid(
-    images,
-    augmentation,
-    draws: int = 5,
-    title: str = "The same images under random augmentation draws",
+    images, augmentation, draws: int = 5, title="The same images under random augmentation draws"
 ):
     """Rows: images (N, H, W, 3) in 0-255; columns: the original and ``draws`` augmentations."""
     import keras
@@ -84,9 +74,8 @@ def augmentation_grid(
         raise ValueError(f"images must be (N, H, W, 3) in 0-255; got shape {batch.shape}.")
     if draws < 1:
         raise ValueError(f"draws={draws} must be at least 1.")
-    outputs = [batch] + [
-        keras.ops.convert_to_numpy(augmentation(batch, training=True)) for _ in range(draws)
-    ]
+    drawn = [augmentation(batch, training=True) for _ in range(draws)]
+    outputs = [batch, *(keras.ops.convert_to_numpy(d) for d in drawn)]
     cells = [out[row] for row in range(len(batch)) for out in outputs]
     titles = ["original"] + [f"draw {d}" for d in range(1, draws + 1)]
     h, w = batch.shape[1:3]
@@ -137,14 +126,7 @@ def bar_counts(table: pd.DataFrame, title: str, ylabel: str = "images", stacked=
     return _finish(ax, title, table.index.name or "", ylabel)
 
 
-def compare_bars(
-    values: pd.Series,
-    title: str,
-    xlabel: str,
-    reference: float | None = None,
-    reference_label: str = "",
-    ax=None,
-):
+def compare_bars(values: pd.Series, title, xlabel, reference=None, reference_label="", ax=None):
     """Horizontal bars of one figure per row, with an optional reference line."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 0.35 * len(values) + 1.2))
@@ -202,12 +184,7 @@ def learning_curves(histories: list[tuple[str, dict]], title: str):
     return fig
 
 
-def compare_curves(
-    runs: dict[str, dict],
-    metric: str = "val_loss",
-    title: str = "Validation loss per experiment",
-    ax=None,
-):
+def compare_curves(runs: dict, metric="val_loss", title="Validation loss per experiment", ax=None):
     """Overlay one metric of several experiments (e.g. fine-tuning right vs wrong)."""
     if not runs:
         raise ValueError("runs is empty: give {experiment name: history dict}.")
@@ -303,8 +280,7 @@ def rates_with_ci(table: pd.DataFrame, title: str, ax=None):
 
     ``table``: rows with ``rate``, ``ci_low``, ``ci_high`` (optionally ``errors``, ``n``,
     ``model``), e.g. ``evaluate_pad``'s ``rates`` or ``rates_long``; the metric is the
-    ``metric`` column or the index. A rate without samples is marked "n/a".
-    """
+    ``metric`` column or the index. A rate without samples is marked "n/a"."""
     data = table.copy() if "metric" in table.columns else table.reset_index()
     data = data.rename(columns={data.columns[0]: "metric"}) if "metric" not in data else data
     missing = {"rate", "ci_low", "ci_high"} - set(data.columns)
@@ -319,10 +295,8 @@ def rates_with_ci(table: pd.DataFrame, title: str, ax=None):
         rows = data[data["model"] == model].set_index("metric").reindex(metrics)
         rate = rows["rate"].to_numpy(dtype=float)
         errors = [rate - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"] - rate]
-        counts = {"errors", "n"} <= set(rows)
-        texts = [
-            f"{r.errors:.0f}/{r.n:.0f}" if counts else f"{r.rate:.1%}" for r in rows.itertuples()
-        ]
+        counts, found = {"errors", "n"} <= set(rows), rows.itertuples()
+        texts = [f"{r.errors:.0f}/{r.n:.0f}" if counts else f"{r.rate:.1%}" for r in found]
         texts = [text if np.isfinite(r) else "n/a" for text, r in zip(texts, rate, strict=True)]
         x = np.arange(len(metrics)) + (m_index - (len(models) - 1) / 2) * width
         yerr = np.nan_to_num(np.vstack(errors).astype(float))
@@ -369,10 +343,8 @@ def sweep_comparison(frame: pd.DataFrame, metric: str | None, path) -> None:
     values = values.reindex(frame.index).fillna(0.0)
     fig = Figure(figsize=(8, 1.2 + 0.4 * max(len(frame), 1)), layout="constrained")
     ax = fig.add_subplot()
-    texts = [
-        f" {value:.3f}" if status == "finished" else f" {status}"
-        for value, status in zip(values, frame["status"], strict=True)
-    ]
+    pairs = zip(values, frame["status"], strict=True)
+    texts = [f" {value:.3f}" if status == "finished" else f" {status}" for value, status in pairs]
     _bars(ax, frame["run_id"], values, texts, horizontal=True, color="C0")
     ax.set(xlabel=metric or "no metric", title=f"{metric or 'runs'} per run of the sweep")
     fig.savefig(path, dpi=110)

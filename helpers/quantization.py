@@ -4,8 +4,7 @@
 which fall back to its built-in kernels; each switch between the two costs time. XNNPACK
 takes MobileNetV3's ``HARD_SWISH`` in float only, so in an INT8 MobileNetV3 every
 hard-swish runs outside it (MobileNetV3Small: 18 ops, 19 partitions) and INT8 ends up
-slower than float32 on x86.
-"""
+slower than float32 on x86."""
 
 from __future__ import annotations
 
@@ -16,12 +15,8 @@ import numpy as np
 import pandas as pd
 
 #: File name of each conversion variant, in the order the course presents them.
-FILE_NAMES = {
-    "float32": "model.tflite",
-    "dynamic": "model_dynamic.tflite",
-    "int8": "model_qt.tflite",
-    "float16": "model_fp16.tflite",
-}
+FILE_NAMES = {"float32": "model.tflite", "dynamic": "model_dynamic.tflite"}
+FILE_NAMES |= {"int8": "model_qt.tflite", "float16": "model_fp16.tflite"}
 VARIANTS = tuple(FILE_NAMES)
 #: The node name LiteRT gives a delegate's kernel in ``_get_ops_details``.
 _DELEGATE_NODE = "DELEGATE"
@@ -42,8 +37,7 @@ def _delegated(ops: list[dict]) -> set[int]:
     """Indices of the original nodes that the ``DELEGATE`` nodes replaced.
 
     Each delegate node's inputs and outputs are its partition's boundary tensors: walking
-    back from its outputs to its inputs through the original nodes gives the nodes it runs.
-    """
+    back from its outputs to its inputs through the original nodes gives the nodes it runs."""
     original = {op["index"]: op for op in ops if op["op_name"] != _DELEGATE_NODE}
     producer = {int(t): i for i, op in original.items() for t in op["outputs"]}
     covered: set[int] = set()
@@ -68,8 +62,7 @@ def delegation_report(tflite_path: str | os.PathLike | bytes, num_threads: int =
         One row per op type: ``count``, ``delegated``, ``not_delegated`` and the
         ``dtypes`` of the non-delegated ops' outputs; ``.attrs`` holds ``nodes``,
         ``delegated_nodes``, ``partitions`` (delegate kernels: one means a single switch
-        into XNNPACK) and ``not_delegated`` (``{op: count}``).
-    """
+        into XNNPACK) and ``not_delegated`` (``{op: count}``)."""
     ops = _interpreter(tflite_path, num_threads=num_threads)._get_ops_details()
     covered = _delegated(ops)
     rows: dict[str, dict[str, Any]] = {}
@@ -88,12 +81,9 @@ def delegation_report(tflite_path: str | os.PathLike | bytes, num_threads: int =
     table["dtypes"] = table["dtypes"].map(lambda s: ", ".join(sorted(s)))
     table = table.sort_values(["not_delegated", "count"], ascending=False)
     outside = table.loc[table["not_delegated"] > 0, "not_delegated"]
-    table.attrs = {
-        "nodes": int(table["count"].sum()),
-        "delegated_nodes": len(covered),
-        "partitions": sum(op["op_name"] == _DELEGATE_NODE for op in ops),
-        "not_delegated": {op: int(n) for op, n in outside.items()},
-    }
+    table.attrs = {"nodes": int(table["count"].sum()), "delegated_nodes": len(covered)}
+    table.attrs["partitions"] = sum(op["op_name"] == _DELEGATE_NODE for op in ops)
+    table.attrs["not_delegated"] = {op: int(n) for op, n in outside.items()}
     return table
 
 

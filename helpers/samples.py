@@ -56,8 +56,7 @@ def make_user_style_dataset(
     """A three-class dataset laid out the way users' folders are, from a demo dataset's
     ``demo_dir`` (``real``, ``print``, ``screen``; at most ``per_class`` images each): nested
     folders, mixed formats (``.JPG``, PNG, WEBP), a few unusable files and a system file.
-    ``out_dir`` must be new (or empty). Returns the files written per class folder.
-    """
+    ``out_dir`` must be new (or empty). Returns the files written per class folder."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder.")

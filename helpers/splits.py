@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,11 +44,7 @@ def split_units(df: pd.DataFrame, group_col: str | None = "group") -> np.ndarray
 
 
 def make_split(
-    df: pd.DataFrame,
-    ratios: Sequence[float] = (0.72, 0.14, 0.14),
-    seed: int = 0,
-    group_col: str | None = "group",
-    manifest_path: str | os.PathLike | None = None,
+    df: pd.DataFrame, ratios=(0.72, 0.14, 0.14), seed=0, group_col="group", manifest_path=None
 ) -> pd.DataFrame:
     """Assign each usable file to train/val/test: stratified, group-aware, seeded, stable.
 
@@ -57,8 +52,7 @@ def make_split(
     the manifest keep their split, new ones join their unit's or are split at ``ratios``; the
     manifest is rewritten. Returns the usable rows by relpath with ``split``, ``split_unit``,
     ``split_origin`` and ``.attrs["split_notes"]``, which notes (and warns of) a class missing
-    from val or test and a share outside the sheet's range that ``ratios`` asked inside it.
-    """
+    from val or test and a share outside the sheet's range that ``ratios`` asked inside it."""
     r = check_ratios(ratios)
     missing = [c for c in ("relpath", "label") if c not in df]
     if missing:

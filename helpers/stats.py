@@ -17,8 +17,7 @@ def rate_with_ci(errors: int, n: int, confidence: float = CONFIDENCE) -> dict[st
 
     Returns ``{"rate", "errors", "n", "ci_low", "ci_high", "confidence", "rule_of_three",
     "note"}``; ``rule_of_three`` is 3/n when there are no errors (else NaN). With ``n == 0``
-    every figure is NaN and ``note`` says why: a rate without samples is not 0.
-    """
+    every figure is NaN and ``note`` says why: a rate without samples is not 0."""
     errors, n = int(errors), int(n)
     if n < 0 or not 0 <= errors <= n:
         raise ValueError(f"errors={errors}, n={n}: need 0 <= errors <= n.")
@@ -52,51 +51,35 @@ def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) 
 
     With no disagreement at all the interval is +-(exact upper bound of the disagreement rate):
     identical answers on n images do not prove a zero difference; that bound shrinks like 1/n,
-    not 1/sqrt(n), which ``scaling`` tells :func:`verdict`.
-    """
+    not 1/sqrt(n), which ``scaling`` tells :func:`verdict`."""
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b.shape or a.ndim != 1 or not a.size:
         raise ValueError(f"need two 1-D arrays of the same images, got {a.shape} and {b.shape}")
     b_only, a_only = int((b & ~a).sum()), int((a & ~b).sum())
     n, discordant = a.size, a_only + b_only
-    out = {
-        "n": n,
-        "accuracy_a": a.mean(),
-        "accuracy_b": b.mean(),
-        "difference": b.mean() - a.mean(),
-    }
+    pa, pb = a.mean(), b.mean()
+    out = {"n": n, "accuracy_a": pa, "accuracy_b": pb, "difference": pb - pa}
     out.update(a_only=a_only, b_only=b_only, confidence=confidence, scaling="1/sqrt(n)")
     if discordant == 0:
         bound = binomtest(0, n).proportion_ci(confidence_level=confidence).high
         return {**out, "ci_low": -bound, "ci_high": bound, "p_value": 1.0, "scaling": "1/n"}
-    result = bootstrap(
-        (a.astype(float), b.astype(float)),
-        lambda x, y, axis: y.mean(axis=axis) - x.mean(axis=axis),
-        paired=True,
-        confidence_level=confidence,
-        n_resamples=4000,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
+    difference = lambda x, y, axis: y.mean(axis=axis) - x.mean(axis=axis)  # noqa: E731
+    options = dict(paired=True, confidence_level=confidence, n_resamples=4000, method="percentile")
+    samples, rng = (a.astype(float), b.astype(float)), np.random.default_rng(seed)
+    low, high = bootstrap(samples, difference, rng=rng, **options).confidence_interval
     # The exact interval given the discordant images (consistent with McNemar's test); the
     # wider of the two, as a percentile bootstrap is too narrow on a few discordant images.
     share = binomtest(b_only, discordant).proportion_ci(confidence_level=confidence)
     low = min(low, discordant / n * (2 * share.low - 1))
     high = max(high, discordant / n * (2 * share.high - 1))
-    return {
-        **out,
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "p_value": float(binomtest(b_only, discordant).pvalue),
-    }
+    p_value = float(binomtest(b_only, discordant).pvalue)
+    return {**out, "ci_low": float(low), "ci_high": float(high), "p_value": p_value}
 
 
 def unpaired(correct_a, correct_b, confidence: float = CONFIDENCE) -> dict[str, Any]:
     """B minus A on DIFFERENT images (two test splits), with :func:`paired`'s keys: Newcombe's
     hybrid score (Wilson) interval for the difference of two independent proportions and
-    Fisher's exact test; ``n`` counts both sides.
-    """
+    Fisher's exact test; ``n`` counts both sides."""
     a, b = (np.asarray(c, bool).reshape(-1) for c in (correct_a, correct_b))
     if not (a.size and b.size):
         raise ValueError(f"need images on both sides, got {a.size} and {b.size}")
@@ -118,8 +101,7 @@ def verdict(low, high, claimed: tuple, estimate, n: int, scaling: str = "1/sqrt(
     it)": for each claim edge inside the interval, N is where the interval's reach from
     ``estimate`` across that edge shrinks to the estimate's distance from it, as 1/sqrt(n)
     (``scaling``: a bootstrap or normal interval) or as 1/n (``"1/n"``: the exact bound of 0
-    events in n, as :func:`paired` gives when no image is discordant, solved exactly).
-    """
+    events in n, as :func:`paired` gives when no image is discordant, solved exactly)."""
     if scaling not in ("1/sqrt(n)", "1/n"):
         raise ValueError(f"scaling={scaling!r}: use '1/sqrt(n)' or '1/n' (0 events in n).")
     lo, hi = claimed

@@ -1,6 +1,5 @@
 """Around the training that notebooks 03 and 04 write: the sheet's learning-curve diagnosis and
-fine-tuning limits, validation metrics, the phase files that 05-07 read, the test-split guard.
-"""
+fine-tuning limits, validation metrics, the phase files that 05-07 read, the test-split guard."""
 
 from __future__ import annotations
 
@@ -20,21 +19,12 @@ from helpers.runs import jsonable, read_json, write_json
 #: Above these, the sheet's fine-tuning anti-patterns apply.
 FINETUNE_MAX_LR, FINETUNE_MAX_EPOCHS = 1e-5, 10
 #: The sheet's remedies, by the keys that ``diagnose(in_use=...)`` takes for those already on.
-OVERFITTING_REMEDIES = {
-    "early_stopping": "fewer epochs (early stopping)",
-    "more_data": "more data",
-    "dropout": "more dropout",
-    "augmentation": "data augmentation",
-}
-UNDERFITTING_REMEDIES = {
-    "more_epochs": "more epochs",
-    "data_quality": "data quality",
-    "bigger_model": "a more powerful model (EfficientNet)",
-}
-UNSTABLE_REMEDIES = {
-    "lower_lr": "a lower learning rate",
-    "frozen_bn": "BatchNormalization layers kept frozen",
-}
+OVERFITTING_REMEDIES = {"early_stopping": "fewer epochs (early stopping)", "more_data": "more data"}
+OVERFITTING_REMEDIES |= {"dropout": "more dropout", "augmentation": "data augmentation"}
+UNDERFITTING_REMEDIES = {"more_epochs": "more epochs", "data_quality": "data quality"}
+UNDERFITTING_REMEDIES |= {"bigger_model": "a more powerful model (EfficientNet)"}
+UNSTABLE_REMEDIES = {"lower_lr": "a lower learning rate"}
+UNSTABLE_REMEDIES |= {"frozen_bn": "BatchNormalization layers kept frozen"}
 REMEDY_KEYS = {*OVERFITTING_REMEDIES, *UNDERFITTING_REMEDIES, *UNSTABLE_REMEDIES}
 #: Rules of :func:`diagnose`: accuracy below which it is low, epochs needed, train-val accuracy
 #: gap, epochs of the recent window, multiple of the epoch-to-epoch noise that a change must pass.
@@ -47,17 +37,13 @@ def finetune_warnings(learning_rate: float, epochs: int) -> list[str]:
     """The sheet's fine-tuning anti-patterns these settings fall into (empty when none)."""
     if not learning_rate > 0 or int(epochs) < 1:
         raise ValueError(f"learning_rate={learning_rate!r} must be > 0, epochs={epochs!r} >= 1.")
+    lr = "LR too high in fine-tuning: destroys the pretrained weights; use 1e-5 at most"
+    many = "Too many epochs in fine-tuning: the model overfits fast; use 5-10 at most and watch"
     messages = []
     if learning_rate > FINETUNE_MAX_LR * (1 + 1e-9):  # 10 ** -5 written any way is not flagged.
-        messages.append(
-            "LR too high in fine-tuning: destroys the pretrained weights; use 1e-5 at most "
-            f"(got learning_rate={learning_rate:g})."
-        )
+        messages.append(f"{lr} (got learning_rate={learning_rate:g}).")
     if int(epochs) > FINETUNE_MAX_EPOCHS:
-        messages.append(
-            "Too many epochs in fine-tuning: the model overfits fast; use 5-10 at most and "
-            f"watch val_loss (got epochs={int(epochs)})."
-        )
+        messages.append(f"{many} val_loss (got epochs={int(epochs)}).")
     return messages
 
 
@@ -120,8 +106,7 @@ def diagnose(history: Mapping[str, Any], tolerance: float = 0.02, in_use=()) -> 
     epochs after its minimum rose above the median of the minimum and its neighbours while the
     training loss fell; or (b) no new validation-loss minimum in the last ``w`` epochs while the
     train-val accuracy gap, above ``MAX_GAP``, grew and validation accuracy did not. 5. "good".
-    ``in_use``: ``REMEDY_KEYS`` already applied, not recommended again.
-    """
+    ``in_use``: ``REMEDY_KEYS`` already applied, not recommended again."""
     if unknown := set(in_use) - REMEDY_KEYS:
         raise ValueError(f"in_use has unknown keys {sorted(unknown)}; use {sorted(REMEDY_KEYS)}.")
     loss, vloss = _curve(history, ["loss"]), _curve(history, ["loss"], "val_")
@@ -137,16 +122,10 @@ def diagnose(history: Mapping[str, Any], tolerance: float = 0.02, in_use=()) -> 
     loss, vloss, w, best = loss[:n], vloss[:n], min(WINDOW, n - 1), int(np.argmin(vloss[:n]))
     limit, after = _noise(vloss, tolerance * abs(vloss[best])), vloss[best + 1 :]
     base, change = float(np.median(vloss[max(best - 1, 0) : best + 2])), _change(vloss, w)
-    evidence.update(
-        val_loss_min=vloss[best],
-        val_loss_min_epoch=best + 1,
-        window=w,
-        val_loss_noise=_noise(vloss),
-        val_loss_limit=limit,
-        val_loss_change=change,
-        val_loss_rise=float(np.mean(after[-w:])) - base if after else 0.0,
-        still_falling=change < -limit,
-    )
+    rise = float(np.mean(after[-w:])) - base if after else 0.0
+    evidence.update(val_loss_min=vloss[best], val_loss_min_epoch=best + 1, window=w)
+    evidence.update(val_loss_noise=_noise(vloss), val_loss_limit=limit, val_loss_change=change)
+    evidence.update(val_loss_rise=rise, still_falling=change < -limit)
     if change < -limit:
         why = f"validation loss was still falling at the end ({change:+.3f} over {w} epochs)"
         said = f"Still improving: {why}: more epochs may help, not fewer."
@@ -183,13 +162,9 @@ def _overfitting(loss, vloss, acc, vacc, evidence, tolerance):
         )
         return "overfitting", sentence, OVERFITTING_REMEDIES
     gap, s = [a - v for a, v in zip(acc, vacc)], -1 - w
-    if (
-        not gap
-        or best >= n - w
-        or gap[-1] <= MAX_GAP
-        or gap[-1] - gap[s] <= _noise(gap, tolerance)
-        or max(vacc[s + 1 :]) - max(vacc[: s + 1]) > _noise(vacc, tolerance)
-    ):
+    if not gap or best >= n - w or gap[-1] <= MAX_GAP or gap[-1] - gap[s] <= _noise(gap, tolerance):
+        return None
+    if max(vacc[s + 1 :]) - max(vacc[: s + 1]) > _noise(vacc, tolerance):
         return None
     evidence["rule"] = "train-val accuracy gap grew while val accuracy stalled"
     sentence = (
@@ -226,8 +201,7 @@ def evaluate(model: keras.Model, ds, classes: Sequence[str], threshold: float = 
 
     Two classes: one sigmoid unit, the second class predicted when its probability is >=
     ``threshold``; more: softmax and argmax, one-vs-rest macro AUC. AUC is NaN when a class is
-    absent. Also returns the ``probabilities`` and the number of images ``n``.
-    """
+    absent. Also returns the ``probabilities`` and the number of images ``n``."""
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
     k = len(classes)
@@ -249,13 +223,10 @@ def evaluate(model: keras.Model, ds, classes: Sequence[str], threshold: float = 
     if len(np.unique(labels)) == k:
         auc = float(roc_auc_score(labels, probabilities, multi_class="ovr", labels=range(k)))
     matrix = confusion_matrix(labels, predictions, labels=list(range(k)))
-    confusion = pd.DataFrame(
-        matrix, pd.Index(classes, name="true class"), pd.Index(classes, name="predicted class")
-    )
-    accuracy = float(accuracy_score(labels, predictions))
-    return dict(
-        accuracy=accuracy, auc=auc, confusion=confusion, probabilities=probabilities, n=len(labels)
-    )
+    axes = pd.Index(classes, name="true class"), pd.Index(classes, name="predicted class")
+    accuracy, confusion = float(accuracy_score(labels, predictions)), pd.DataFrame(matrix, *axes)
+    out = {"accuracy": accuracy, "auc": auc, "confusion": confusion}
+    return {**out, "probabilities": probabilities, "n": len(labels)}
 
 
 def _path(run_dir: str | Path, name: str, suffix: str) -> Path:
@@ -299,8 +270,7 @@ def test_split(manifest_df, run_dir, purpose: str, allow_repeat: bool = False) -
     """The test rows, once: each access is recorded in ``run_dir/test_access.json``.
 
     ``allow_repeat=True`` reads them again (recorded as a repeat) to re-report the same final
-    model, never to compare or tune; otherwise a second access raises ``RuntimeError``.
-    """
+    model, never to compare or tune; otherwise a second access raises ``RuntimeError``."""
     if not isinstance(purpose, str) or not purpose.strip():
         raise ValueError("purpose must say why the test set is read, e.g. 'final evaluation'.")
     rows, path = _rows(manifest_df, "test"), Path(run_dir) / TEST_ACCESS_FILE

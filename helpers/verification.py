@@ -220,9 +220,8 @@ def _delta_rule(table: pd.DataFrame, name: str, deltas: tuple[float, float]) -> 
     """The row of acceptance's table for "float32 vs ``name``"."""
     acc32, row = float(_row(table, "float32")["accuracy"]), _row(table, name)
     drop = acc32 - float(row["accuracy"])
-    status = (
-        "pass" if drop < deltas[0] - _EPS else "fail" if drop > deltas[1] + _EPS else "borderline"
-    )
+    status = "pass" if drop < deltas[0] - _EPS else "borderline"
+    status = "fail" if drop > deltas[1] + _EPS else status
     evidence = (
         f"accuracy {acc32:.4f} → {row['accuracy']:.4f}: {_change(drop)} (pass below "
         f"{deltas[0]:.0%}, fail above {deltas[1]:.0%}); {row['flips_vs_keras']:.0f} of "
@@ -333,18 +332,12 @@ def write_metadata(path, classes, tflite_path, threshold=0.5, metrics=None, **in
         meaning = f"probability of the second class, {classes[1]!r} (sigmoid)"
         rule = f"{classes[1]!r} when probability >= {threshold:g}, else {classes[0]!r}"
     height, width = model.image_size
-    data = {
-        "model_file": model.path.name,
-        "classes": classes,
-        "num_classes": len(classes),
-        "input": _io_entry(model.input_details, "pixels", pixels)
-        | {"height": height, "width": width, "pixel_range": [0, 255]},
-        "output": _io_entry(model.output_details, "meaning", meaning),
-        "decision_threshold": float(threshold) if len(classes) == 2 else None,
-        "decision_rule": rule,
-        "metrics": dict(metrics or {}),
-        **info,
-    }
+    data = {"model_file": model.path.name, "classes": classes, "num_classes": len(classes)}
+    data["input"] = _io_entry(model.input_details, "pixels", pixels)
+    data["input"] |= {"height": height, "width": width, "pixel_range": [0, 255]}
+    data["output"] = _io_entry(model.output_details, "meaning", meaning)
+    data["decision_threshold"] = float(threshold) if len(classes) == 2 else None
+    data |= {"decision_rule": rule, "metrics": dict(metrics or {}), **info}
     Path(path).write_text(json.dumps(jsonable(data), indent=2, ensure_ascii=False), "utf-8")
     return Path(path)
 
@@ -386,8 +379,7 @@ def predict_folder(tflite_path, folder, metadata_path=None, num_threads: int = 2
     ``metadata_path`` (default: ``metadata.json`` beside the model, else class indices
     and 0.5). Columns: ``file``, ``true_label`` (with class subfolders), ``probability``
     (binary: of the second class, else of the predicted one), ``p_<class>`` (multi-class),
-    ``predicted_label``; ``.attrs``: ``unusable``, ``classes_from``, ``threshold``.
-    """
+    ``predicted_label``; ``.attrs``: ``unusable``, ``classes_from``, ``threshold``."""
     model = LiteModel(tflite_path, num_threads=num_threads)
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
@@ -419,11 +411,8 @@ def _curves_item(run_dir: Path) -> tuple[bool, str]:
             verdict = (metrics or {}).get("diagnosis")
             verdict = verdict.get("verdict") if isinstance(verdict, Mapping) else verdict
             phases.append((name, history, verdict))
-    problems = [
-        f"{n}: {v or 'no diagnosis'}" if h else f"{n}: no history"
-        for n, h, v in phases
-        if not h or str(v).startswith(("None", "overfitting"))
-    ]
+    bad = [(n, h, v) for n, h, v in phases if not h or str(v).startswith(("None", "overfitting"))]
+    problems = [f"{n}: {v or 'no diagnosis'}" if h else f"{n}: no history" for n, h, v in bad]
     listed = ", ".join(f"{n} {v or 'undiagnosed'}" for n, _, v in phases) or "no phase found"
     tail = f"; problem: {'; '.join(problems)}" if problems else "; none overfitting"
     return bool(phases) and not problems, f"diagnosis: {listed}{tail}"
@@ -457,10 +446,8 @@ def _accuracy_item(table: pd.DataFrame | None, max_delta: float) -> tuple[bool, 
         return False, "no comparison of float32 and int8: run notebook 06's test-split cell"
     a32, a8 = table.loc["float32", "accuracy"], table.loc["int8", "accuracy"]
     on = f" on {int(table['images'].iloc[0])} images" if "images" in table else ""
-    return (
-        a32 - a8 <= max_delta + _EPS,
-        f"float32 {a32:.4f}, INT8 {a8:.4f}: {_change(a32 - a8)}{on}",
-    )
+    text = f"float32 {a32:.4f}, INT8 {a8:.4f}: {_change(a32 - a8)}{on}"
+    return a32 - a8 <= max_delta + _EPS, text
 
 
 def pre_deployment_checklist(
@@ -480,18 +467,14 @@ def pre_deployment_checklist(
         comparison = pd.read_csv(run_dir / COMPARISON_FILE, index_col=0)
     int8 = out / "model_qt.tflite"
     size = int8.stat().st_size / 1e6 if int8.is_file() else math.inf
-    items = {
-        "Learning curves checked": _curves_item(run_dir),
-        "Test set evaluated once": _test_item(run_dir),
-        "Conversions tested (float32 and INT8)": _conversion_item(out),
-        f"Quantized accuracy checked (loss < {int8_max_delta:.0%})": _accuracy_item(
-            comparison, int8_max_delta
-        ),
-        f"Size acceptable for the target (≤ {target_size_mb:g} MB)": (
-            size <= target_size_mb,
-            f"{int8.name} is {size:.2f} MB" if int8.is_file() else f"{int8} missing",
-        ),
-    }
+    items = {"Learning curves checked": _curves_item(run_dir)}
+    items["Test set evaluated once"] = _test_item(run_dir)
+    items["Conversions tested (float32 and INT8)"] = _conversion_item(out)
+    accuracy = _accuracy_item(comparison, int8_max_delta)
+    items[f"Quantized accuracy checked (loss < {int8_max_delta:.0%})"] = accuracy
+    fits = (size <= target_size_mb, f"{int8.name} is {size:.2f} MB")
+    fits = fits if int8.is_file() else (False, f"{int8} missing")
+    items[f"Size acceptable for the target (≤ {target_size_mb:g} MB)"] = fits
     rows = [(item, bool(passed), evidence) for item, (passed, evidence) in items.items()]
     return pd.DataFrame(rows, columns=["item", "passed", "evidence"])
 

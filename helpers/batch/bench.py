@@ -6,8 +6,7 @@ programs' load hits them alike) and speed-up. ``... bench phases``: one table of
 wall time in the course's full setting (3,000 images, 224 px): demo data, decoding, the stored
 views, phases 1 and 2 on them and end to end, LiteRT. ``--help`` lists the options. Demo data
 in a temporary folder; backbones without ImageNet weights offline get random ones, with their
-BatchNormalization statistics re-estimated (:func:`reestimate_batchnorm`).
-"""
+BatchNormalization statistics re-estimated (:func:`reestimate_batchnorm`)."""
 
 from __future__ import annotations
 
@@ -58,9 +57,8 @@ def reestimate_batchnorm(base, images: np.ndarray) -> int:
     random backbone's activations keep a trained one's scale; the number of layers set."""
     import keras
 
-    layers = [
-        la for la in base._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)
-    ]
+    bn = keras.layers.BatchNormalization
+    layers = [layer for layer in base._flatten_layers() if isinstance(layer, bn)]
     momenta, trainable, base.trainable = [la.momentum for la in layers], base.trainable, True
     for layer in layers:
         layer.momentum = 0.0
@@ -180,9 +178,8 @@ def _fit_s(model, batches, steps: int) -> float:
     import keras
 
     ends: list[float] = []
-    clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter())
-    )
+    stamp = lambda *_, **__: ends.append(time.perf_counter())  # noqa: E731
+    clock = keras.callbacks.LambdaCallback(on_train_batch_end=stamp)
     model.fit(batches, steps_per_epoch=steps + 1, shuffle=False, callbacks=[clock], verbose=0)
     return ends[-1] - ends[0]
 
@@ -203,9 +200,8 @@ def _data(rows: list, args, tmp: Path) -> tuple[pd.DataFrame, dict]:
     make = functools.partial(demo_frame, tmp, args.per_class, size, 0.3, None)
     frame = _timed(rows, "demo data: generate (temporary folder)", make, n)
     frame.loc[frame.index[frame.split == "val"][::2], "split"] = "test"  # Half of the 30 %.
-    splits = ("train", "val", "test")
-    return frame, _timed(rows, "decode + resize every image once (tf.data)",
-                         lambda: {s: _arrays(frame, s, size) for s in splits}, n)  # fmt: skip
+    decode = lambda: {s: _arrays(frame, s, size) for s in ("train", "val", "test")}  # noqa: E731
+    return frame, _timed(rows, "decode + resize every image once (tf.data)", decode, n)
 
 
 def _training(rows: list, frame: pd.DataFrame, arrays: dict, args, tmp: Path):
@@ -282,9 +278,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         part = sub.add_parser(bench)
         for flag, value in (option.split("=") for option in options.split()):
             part.add_argument(f"--{flag}", type=int, default=int(value))
-    sub.choices["phases"].add_argument(
-        "--backbone", default="EfficientNetLite0", choices=features.CUTS
-    )
+    phase_parser = sub.choices["phases"]
+    phase_parser.add_argument("--backbone", default="EfficientNetLite0", choices=features.CUTS)
     sub.choices["deployment"].add_argument("--backbones", nargs="+", help="registry names")
     args = parser.parse_args(argv)
     if bad := [k for k, v in vars(args).items() if isinstance(v, int) and v < 1]:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from helpers.backbones import REGISTRY
 from helpers.config import DATA_DIR, NOTEBOOKS_DIR, project_path
+from helpers.runs import declared_parameters
 
 MIN_PER_CLASS = 10  # Notebook 01: fewer images of a class cannot fill three splits.
 SCAN_FILE = "scan.pkl"  # In the run folder: the scan notebook 01 reuses.
@@ -51,6 +52,7 @@ def rule(allowed: str) -> Any:
 
 
 Count = Annotated[int, Field(ge=1)]
+Size = Annotated[int, Field(ge=32, le=1024)]  # Image sides in pixels.
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Share = Annotated[float, Field(gt=0, lt=1)]
 Text = Annotated[str, Field(min_length=1)]
@@ -73,9 +75,7 @@ class CourseParameters(BaseModel):
     SEED: Annotated[int, Field(ge=0, le=2**32 - 1)] = rule("an integer from 0 to 2**32 - 1")
     BACKBONE: Literal[tuple(BACKBONES)] = rule("one of " + ", ".join(BACKBONES))
     WEIGHTS: Annotated[Text, AfterValidator(_weights)] | None = rule(WEIGHTS_RULE)
-    IMAGE_SIZE: Annotated[int, Field(ge=32, le=1024)] | None = rule(
-        "an integer from 32 to 1024, or None (the profile's size)"
-    )
+    IMAGE_SIZE: Size | None = rule("an integer from 32 to 1024, or None (the profile's size)")
     BATCH_SIZE: Annotated[int, Field(ge=1, le=4096)] = rule("an integer from 1 to 4096")
     DATA_DIR: Text | None = rule("the path of a folder of class folders, or None (demo data)")
     METADATA_CSV: Text | None = rule("the path of a CSV file, or None")
@@ -150,15 +150,6 @@ def check(parameters: dict[str, Any], model: type[BaseModel] = CourseParameters)
             if e["type"] != "missing" or len(e["loc"]) > 1:  # Not given: the notebook's.
                 grouped.setdefault(str(e["loc"][0]), []).append(e)
     return [_sentence(model, name, parameters[name], e) for name, e in grouped.items()]
-
-
-def declared_parameters(notebook: str | os.PathLike) -> dict[str, str]:
-    """Name -> source text of its default, from the notebook's cell tagged ``parameters``."""
-    cells = json.loads(Path(notebook).read_text())["cells"]
-    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    source = "".join(tagged[0]["source"]) if tagged else ""
-    nodes = [node for node in ast.parse(source).body if isinstance(node, ast.Assign)]
-    return {t.id: ast.get_source_segment(source, n.value) for n in nodes for t in n.targets}
 
 
 def default_rule(notebook: str, name: str, text: str) -> tuple[Any, Any]:

@@ -2,8 +2,7 @@
 
 CurveZMQ keys (no "running over TCP without encryption"), no SIGINT on shutdown (no
 "KeyboardInterrupt caught in kernel."), ``TF_CPP_MIN_LOG_LEVEL=3`` unless set (no "failed call
-to cuInit"), and with a log file, what the kernel writes below Python (absl, LiteRT) goes there.
-"""
+to cuInit"), and with a log file, what the kernel writes below Python (absl, LiteRT) goes there."""
 
 from __future__ import annotations
 

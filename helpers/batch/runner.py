@@ -1,8 +1,7 @@
 """Run the course headless: the numbered notebooks, in order, into one run folder.
 
 ``python -m helpers.batch.runner [--profile full|small] [--run-dir DIR] [--notebooks 00,01,03]
-[--notebooks-dir DIR] [-p NAME VALUE ...]`` (``make run``), or ``--resume RUN_DIR``.
-"""
+[--notebooks-dir DIR] [-p NAME VALUE ...]`` (``make run``), or ``--resume RUN_DIR``."""
 
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 ``python -m helpers.batch.sweep GRID.yaml [--set NAME=v1,v2] [--workers N] [--dry-run]
 [--report] [--retry-failed] [--storage URL]``. A grid file has ``grid:`` (each combination
 runs once) or ``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``,
-``prune_after:``), with ``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:``.
-"""
+``prune_after:``), with ``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:``."""
 
 from __future__ import annotations
 
