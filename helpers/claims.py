@@ -38,6 +38,17 @@ def record(
 _record = record  # compare's argument ``record`` hides the function.
 
 
+def record_rules(run_dir, notebook, checklist: str, items) -> None:
+    """Each checked ``(item, passed)`` of one of the sheet's checklists as a rule on the board:
+    "held" when this run follows it; ``passed=None`` (advice, not a check) is left out."""
+    for item, passed in items:
+        if passed is not None:
+            verdict = "held" if passed else "not held"
+            record(
+                run_dir, notebook, f"{checklist}: {item}", "checklist rule", float(passed), verdict
+            )
+
+
 def compare(run_dir, notebook, claim, sheet, correct_a, correct_b, claimed, record=True) -> dict:
     """B minus A on the same images, as every notebook compares two models: ``correct_a`` and
     ``correct_b`` (True where each model is right, image by image) go to :func:`stats.paired`,

@@ -6,7 +6,7 @@ images) and stores it in ``<run>/features/``: notebooks 01-04 read the same arra
 running the backbone again. :func:`split_backbone` cuts a backbone at a block boundary
 (:data:`CUTS`): the frozen ``bottom`` below it, the ``top`` that fine-tuning trains.
 
-A stored view is reused only when its key matches: the bottom's weights, the files (relpath,
+A stored view is reused only when its key matches: the bottom's weights, the files (path,
 size, modification time), the image size, the augmentation's Keras config and the seed."""
 
 from __future__ import annotations

@@ -105,3 +105,18 @@ def test_compare_refuses_predictions_in_place_of_correctness(tmp_path):
     with pytest.raises(ValueError, match="run folder"):
         claims.compare(None, "05", "c", "-", np.array([True]), np.array([True]), (0, 1))
     assert claims.scoreboard(tmp_path).empty
+
+
+def test_record_rules_records_checks_and_skips_advice(tmp_path):
+    claims.record_rules(
+        tmp_path,
+        "01_x",
+        "pre-training checklist",
+        [("split without leakage", True), ("pixels 0-255", False), ("augmentation on", None)],
+    )
+    board = claims.scoreboard(tmp_path).set_index("claim")
+    assert list(board.index) == [
+        "pre-training checklist: split without leakage",
+        "pre-training checklist: pixels 0-255",
+    ]
+    assert list(board["verdict"]) == ["held", "not held"] and list(board["measured"]) == [1.0, 0.0]
