@@ -10,9 +10,14 @@ PROFILE ?= full
 # Grid of `make sweep`, and options for it (e.g. SWEEP_ARGS="--workers 2", --dry-run, --report).
 GRID ?= sweeps/example.yaml
 SWEEP_ARGS ?=
+# The run whose export/ `make app` serves (default: the newest with a metadata.json), its port,
+# and the build of the page (npm ci from package-lock.json, then app/build.mjs into app/dist/).
+RUN_DIR ?=
+APP_PORT ?= 8000
+APP_BUILD := cd app && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval run lab data weights lint clean clean-all sweep dashboard bench
+.PHONY: help setup test unit nbval solutions run lab data weights lint clean clean-all sweep dashboard bench app browser
 
 ## help: list the targets with what each one does
 help:
@@ -33,18 +38,39 @@ $(STAMP): requirements.txt pyproject.toml
 	@if [ -d .git ]; then $(BIN)/pre-commit install >/dev/null && echo "pre-commit hook installed"; fi
 	@touch $@
 
-## test: unit tests, then every notebook under nbval with the small profile
-test: unit nbval
+## test: unit tests, then every notebook under nbval with the small profile, then the page in Chromium
+test: unit nbval browser solutions
 
 ## unit: the unit tests of helpers/ only
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 ## nbval: run every notebook (small profile) and fail on any error
 nbval: $(STAMP)
 	rm -rf runs/nbval
 	COURSE_PROFILE=small COURSE_RUN_DIR=runs/nbval $(BIN)/python -m pytest --nbval-lax \
 		--nbval-cell-timeout=900 --nbval-kernel-name tl-course -p no:cacheprovider notebooks
+
+## app: build the web page (app/) and serve it with a run's export/ on localhost (RUN_DIR=runs/<run>)
+app:
+	$(APP_BUILD)
+	@run="$(RUN_DIR)"; \
+	if [ -z "$$run" ]; then run=$$(ls -td runs/*/export/metadata.json 2>/dev/null | head -n 1); run=$${run%/export/metadata.json}; fi; \
+	if [ ! -f "$$run/export/metadata.json" ]; then \
+		echo "No export/metadata.json in '$${run:-runs/*}': run the course (make run) or pass RUN_DIR=runs/<run>."; exit 1; fi; \
+	ln -sfn "$$(cd "$$run/export" && pwd)" app/dist/export; \
+	echo "Serving the page with $$run/export at http://localhost:$(APP_PORT)/ (Ctrl+C stops)"; \
+	$(PYTHON) -m http.server --bind 127.0.0.1 --directory app/dist $(APP_PORT)
+
+## browser: the page in headless Chromium vs the Python interpreter (APP_RUN_DIR, default runs/nbval)
+browser: $(STAMP)
+	$(APP_BUILD)
+	APP_REQUIRED=1 $(BIN)/python -m pytest tests/browser
+
+## solutions: run every worked solution (solutions/) on the small run that nbval leaves in runs/nbval
+solutions: $(STAMP)
+	COURSE_PROFILE=small COURSE_RUN_DIR=runs/nbval $(BIN)/python -m pytest --nbval-lax \
+		--nbval-kernel-name tl-course -p no:cacheprovider solutions
 
 ## run: execute the whole course with papermill into a new run folder (PROFILE=full|small)
 run: $(STAMP)

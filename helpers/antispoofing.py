@@ -3,8 +3,6 @@
 A score is the belief that a presentation is bona fide (higher: more genuine); ``attack`` is
 True for attack presentations; a presentation is accepted as bona fide when score >= threshold."""
 
-from __future__ import annotations
-
 import math
 import time
 import warnings
@@ -85,9 +83,7 @@ def apcer_bpcer(scores: Any, attack: Any, threshold: float | Mapping) -> tuple[d
 
 
 def error_curves(scores: Any, attack: Any) -> pd.DataFrame:
-    """APCER and BPCER at each distinct score as threshold (increasing), then above them all.
-
-    ``roc_curve`` with bona fide as positive: its false positive rate is APCER, 1 - TPR BPCER."""
+    """APCER and BPCER (``roc_curve``'s FPR, 1 - TPR) at each score, then above them all."""
     s, a = _check(scores, attack, "the error curve")
     apcer, tpr, thresholds = roc_curve(~a, s, drop_intermediate=False)
     thresholds[0] = np.nextafter(s.max(), np.inf)  # roc_curve's first threshold is inf.
@@ -128,9 +124,8 @@ def bpcer_at_apcer(scores: Any, attack: Any, target: float) -> dict[str, Any]:
 def choose_threshold(
     val_scores: Any, val_attack: Any, method="eer", target_apcer=0.05, split_name="val", splits=None
 ) -> dict[str, Any]:
-    """Fit the threshold on validation: ``"eer"`` or ``"apcer"`` (APCER <= target_apcer).
-
-    Test data are refused (``split_name``, or any "test" in ``splits``, one name per row)."""
+    """Fit the threshold on validation: ``"eer"`` or ``"apcer"`` (APCER <= target_apcer); test
+    data are refused (``split_name``, or any "test" in ``splits``, one name per row)."""
     has_test = splits is not None and "test" in set(np.asarray(splits).astype(str).ravel())
     if split_name not in ("val", "validation") or has_test:
         raise ValueError(f"split_name={split_name!r}: {_TEST_REFUSED}.")
@@ -190,10 +185,8 @@ def _by_type(accepted, a, kinds, wanted) -> tuple:
 def evaluate_pad(
     scores, attack, attack_types, threshold: float | Mapping, *, types=None, targets=DEFAULT_TARGETS
 ) -> dict[str, Any]:
-    """Every ISO/IEC 30107-3 figure at one threshold: rates (with their table), EER, AUC...
-
-    ``attack_types``: one per presentation (None: one type "attack"); ``types``: the types to
-    report (one without presentations gets NaN and a note); ``targets``: of BPCER@APCER."""
+    """Every ISO/IEC 30107-3 figure at one threshold: rates (with their table), EER, AUC...;
+    ``attack_types``: one per presentation (None: all "attack"), ``types``: those to report."""
     s, a = _check(scores, attack)
     fitted_on = threshold.get("fitted_on") if isinstance(threshold, Mapping) else None
     if fitted_on == "test":
@@ -238,9 +231,8 @@ def pad_table(results: Mapping[str, Mapping], style: str = "numeric") -> pd.Data
 
 
 def production_view(apcer, bpcer, attack_share: float = 0.05, users: int = 1000) -> pd.DataFrame:
-    """What APCER and BPCER (numbers or rate dicts) mean to users at 50 % and at attack_share.
-
-    Precision of an attack alarm = share (1 - APCER) / (share (1 - APCER) + (1 - share) BPCER)."""
+    """What APCER and BPCER (numbers or rate dicts) mean to users at 50 % and at attack_share:
+    precision of an attack alarm = share (1 - APCER) / (share (1 - APCER) + (1 - share) BPCER)."""
     ap, bp = (float(r["rate"] if isinstance(r, Mapping) else r) for r in (apcer, bpcer))
     columns = ["attack share", "precision of an attack alarm"]
     columns += [f"{what} per {users} {whom}" for what, whom in _VIEW_COUNTS]

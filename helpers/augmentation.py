@@ -1,24 +1,17 @@
 """What notebook 02 measures around the augmentation it writes: the need for it, its speed."""
 
-from __future__ import annotations
-
 import time
 from collections.abc import Mapping
 
-#: The sheet's thresholds in images per class (smallest class): below the first,
-#: augmentation is indispensable; up to the second, recommended; above, less critical.
-NEED_THRESHOLDS = (2_000, 10_000)
+from helpers.balance import AUGMENTATION_LIMITS
 
 
 def augmentation_need(per_class_counts: Mapping[str, int]) -> dict:
-    """How much the sheet says augmentation matters, from the smallest class's image count.
-
-    Returns ``{"smallest_class", "smallest_count", "level", "sentence"}``; ``level`` is
-    "indispensable" (< 2 000), "recommended" (2 000-10 000) or "useful but less critical"."""
+    """How much the sheet says augmentation matters, from the smallest class (and a sentence)."""
     if not per_class_counts or min(per_class_counts.values()) < 0:
         raise ValueError(f"per_class_counts={per_class_counts} must map classes to counts >= 0.")
     smallest_class = min(per_class_counts, key=lambda label: int(per_class_counts[label]))
-    smallest, (low, high) = int(per_class_counts[smallest_class]), NEED_THRESHOLDS
+    smallest, (low, high) = int(per_class_counts[smallest_class]), AUGMENTATION_LIMITS
     if smallest < low:
         level, why = "indispensable", f"fewer than {low:,} images per class"
     elif smallest <= high:
@@ -34,10 +27,7 @@ def augmentation_need(per_class_counts: Mapping[str, int]) -> dict:
 
 
 def augmentation_throughput(ds, augmentation_layers, batches: int = 10) -> float:
-    """Images per second through ``augmentation_layers`` alone, mapped over ``ds`` in parallel.
-
-    The batches are cached first so that decoding is not timed, and the first batch (graph
-    tracing) is not timed either."""
+    """Images per second through ``augmentation_layers`` alone (decoding, tracing not timed)."""
     import tensorflow as tf
 
     if batches < 1:

@@ -4,8 +4,6 @@
 error with the remedy), ``"auto"`` (ImageNet, else a loud, recorded fallback to the offline
 EfficientNet-Lite0), ``None``/``"random"`` or a weights file. Backbones take RGB in 0-255."""
 
-from __future__ import annotations
-
 import argparse
 import os
 import sys
@@ -135,7 +133,6 @@ def build_backbone(
     name: str, weights="auto", input_shape=(224, 224, 3), include_top: bool = False, verbose=True
 ):
     """Backbone ``name`` under the weights policy (module docstring): ``(model, record)``.
-
     Raises WeightsUnavailableError (strict "imagenet" offline), FileNotFoundError (bad path)."""
     spec = get_spec(name)
     wanted = "random" if weights is None else str(weights)

@@ -1,7 +1,5 @@
 """The sheet's dataset-size rules per class; over- and under-sampling (class weights: in 01)."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 
@@ -20,12 +18,7 @@ def _range(bounds: tuple[int, int | None]) -> str:
 
 
 def size_rules(counts: dict[str, int], n_classes: int | None = None) -> pd.DataFrame:
-    """The sheet's dataset-size rules for each class's count (``{class: images}``).
-
-    ``n_classes``: classes of the task (default ``len(counts)``; 2 or fewer is binary).
-    Returns one row per class: ``label, count, task, minimum, ideal, min_required,
-    ideal_required, status`` ("below minimum", "minimum met", "ideal met"),
-    ``augmentation`` (the sheet's advice), ``checklist_augment`` and ``from_scratch``."""
+    """The sheet's dataset-size rules, a row per class of ``counts``, for ``n_classes`` classes."""
     k = len(counts) if n_classes is None else int(n_classes)
     minimum, ideal = BINARY_RULES if k <= 2 else MULTICLASS_RULES
     table = pd.DataFrame({"label": list(counts), "count": [int(v) for v in counts.values()]})
@@ -51,8 +44,7 @@ def _train_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def undersample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd.DataFrame:
-    """Keep as many random rows of every class as the smallest has (train rows only if split);
-    the val/test rows follow unchanged."""
+    """Keep as many random rows of every class as the smallest has (train rows only if split)."""
     part, rest = _train_rows(df)
     n_min = int(part[label_col].value_counts().min()) if len(part) else 0
     keep = part.groupby(label_col).sample(n_min, random_state=seed).sort_index()
@@ -60,9 +52,8 @@ def undersample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd
 
 
 def oversample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd.DataFrame:
-    """Repeat minority rows up to the majority count (train rows only if split): whole copies
-    first, then a random remainder, so that every image is repeated as evenly as possible.
-    Added copies have ``oversampled`` True. Use it with augmentation, else they are identical."""
+    """Repeat minority rows up to the majority count (train rows only if split), as evenly as
+    possible; added copies have ``oversampled`` True (use augmentation, or they are identical)."""
     part, rest = _train_rows(df)
     n_max = int(part[label_col].value_counts().max()) if len(part) else 0
     rng = np.random.default_rng(seed)

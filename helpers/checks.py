@@ -1,10 +1,6 @@
-"""File validation: decode every file of a ``<data>/<class>/...`` folder once, name the bad ones.
-
-Keras decodes files during ``fit``: one bad file stops training without naming it. :func:`scan`
-reads every file first (never writes to it), applies EXIF orientation, converts odd modes to
-8-bit RGB and copies, outside the data, each file TensorFlow would not decode the same way."""
-
-from __future__ import annotations
+"""File validation: decode every file of a ``<data>/<class>/...`` folder once, name the bad ones
+(Keras would stop mid-``fit`` without naming it); copy, outside the data, each file TensorFlow
+would not decode as PIL does (EXIF orientation, odd modes as 8-bit RGB)."""
 
 import concurrent.futures
 import hashlib
@@ -48,8 +44,7 @@ def is_system_name(name: str) -> bool:
 
 @dataclass
 class ScanResult:
-    """What :func:`scan` found. ``classes``: the class folders in Keras' alphabetical order;
-    ``files``: one row per file of a class folder (:data:`FILE_COLUMNS` and ``dup_*``)."""
+    """What :func:`scan` found: the ``classes`` in Keras' order, a row per file in ``files``."""
 
     data_dir: Path
     classes: list[str]
@@ -111,11 +106,9 @@ def scan(
     verify_native: bool = True,
     max_distance: int = duplicates.DEFAULT_MAX_DISTANCE,
 ) -> ScanResult:
-    """Open and decode every file of ``data_dir/<class>/...``; classes in Keras' order.
-
-    System entries (``.DS_Store``, ``__MACOSX``...) are skipped, top-level files ignored, files
-    identical across classes unusable. Images over ``max_pixels`` are refused, over ``max_side``
-    downscaled in their copy (in ``cache_dir``); ``verify_native`` compares TensorFlow's pixels."""
+    """Open and decode every file of ``data_dir/<class>/...`` (system entries skipped, top-level
+    files ignored): over ``max_pixels`` refused, over ``max_side`` downscaled in their copy in
+    ``cache_dir``; ``verify_native`` compares TensorFlow's pixels with PIL's."""
     root = project_path(data_dir, DATA_DIR).resolve()
     cache = Path(cache_dir or NORMALISED_DIR).expanduser().resolve()
     if not root.is_dir():
@@ -136,8 +129,7 @@ def scan(
     if conflicts:
         example = " == ".join(conflicts[0])
         problems.append(f"label conflicts left out (file each in one class): {example}, ...")
-    crossing = duplicates.cross_class_clusters(files)
-    if crossing:
+    if crossing := duplicates.cross_class_clusters(files):
         problems.append(f"near-duplicates in two classes (check the labels): {crossing[0][:4]}")
     elapsed = time.perf_counter() - start
     return ScanResult(root, classes, files, skipped, problems, conflicts, ignored, cache, elapsed)
@@ -187,8 +179,7 @@ def _data_problems(root: Path, classes: list, files: pd.DataFrame, ignored: list
 
 
 def check_trainable(scan: ScanResult, min_classes: int = 2, min_per_class: int = 1) -> None:
-    """Raise a ``ValueError`` naming each class that is missing or too small, and the fix:
-    ``min_classes`` classes with usable images and ``min_per_class`` images in each."""
+    """Raise a ``ValueError`` naming each missing or too small class (``min_*``) and the fix."""
     counts = scan.good["label"].value_counts().reindex(scan.classes, fill_value=0)
     usable = list(counts[counts > 0].index)
     small = [(c, n) for c, n in counts.items() if n < min_per_class]
@@ -214,8 +205,7 @@ def save_scan(scan: ScanResult, path: str | os.PathLike) -> Path:
 
 
 def load_scan(path: str | os.PathLike, data_dir: str | os.PathLike) -> ScanResult | None:
-    """The scan saved at ``path`` (by the headless pre-flight check) if it was made for
-    ``data_dir`` as it is now, else None (missing, unreadable, another folder, older)."""
+    """The scan saved at ``path`` if it was made for ``data_dir`` as it is now, else None."""
     path, root = Path(path), project_path(data_dir, DATA_DIR).resolve()
     try:
         scan = pickle.loads(path.read_bytes())
@@ -361,10 +351,8 @@ def _not_image_reason(data: bytes, suffix: str) -> str:
 def attach_metadata(
     scan_or_df: ScanResult | pd.DataFrame, metadata_csv, group_col=None, path_col="path"
 ) -> pd.DataFrame:
-    """Merge a metadata CSV, one row per file, ``path_col`` relative to the data folder.
-
-    ``group_col`` becomes the ``group`` column (default ``source`` if present, else none).
-    Columns the files table already has get a ``_meta`` suffix; files without a row get ""."""
+    """Merge a metadata CSV (a row per file, ``path_col`` relative to the data folder); its
+    ``group_col`` (default ``source`` if any) becomes ``group``, clashing columns get ``_meta``."""
     files = scan_or_df.files if isinstance(scan_or_df, ScanResult) else scan_or_df
     csv = project_path(metadata_csv, DATA_DIR)
     if not csv.is_file():

@@ -1,11 +1,5 @@
-"""The claims scoreboard: each claim of the course sheet a run checks, with its evidence.
-
-Every notebook that measures a claim adds one row to ``claims.csv`` in the run folder (the
-claim, the sheet's value, the measured value, its 95 % interval, the sample size, the verdict
-from :func:`helpers.stats.verdict` and the notebook); notebook 07 shows the whole table.
-A notebook run again replaces its rows, so the file always holds one row per claim."""
-
-from __future__ import annotations
+"""The claims scoreboard: ``claims.csv`` in the run folder, one row (:data:`COLUMNS`) per claim
+of the course sheet a notebook measured; a notebook run again replaces its rows."""
 
 import math
 from pathlib import Path
@@ -39,25 +33,19 @@ _record = record  # compare's argument ``record`` hides the function.
 
 
 def record_rules(run_dir, notebook, checklist: str, items) -> None:
-    """Each checked ``(item, passed)`` of one of the sheet's checklists as a rule on the board:
-    "held" when this run follows it; ``passed=None`` (advice, not a check) is left out."""
+    """Each checked ``(item, passed)`` of a sheet's checklist as a rule on the board."""
     for item, passed in items:
         if passed is not None:
             verdict = "held" if passed else "not held"
-            record(
-                run_dir, notebook, f"{checklist}: {item}", "checklist rule", float(passed), verdict
-            )
+            claim = f"{checklist}: {item}"
+            record(run_dir, notebook, claim, "checklist rule", float(passed), verdict)
 
 
 def compare(run_dir, notebook, claim, sheet, correct_a, correct_b, claimed, record=True) -> dict:
-    """B minus A on the same images, as every notebook compares two models: ``correct_a`` and
-    ``correct_b`` (True where each model is right, image by image) go to :func:`stats.paired`,
-    its interval to :func:`stats.verdict` on the ``claimed`` range of the difference, and the
-    row to ``claims.csv`` (:func:`record`, unless ``record=False``).
-
-    Returns ``stats.paired``'s dict (``accuracy_a``, ``accuracy_b``, ``difference``,
-    ``ci_low``, ``ci_high``, ``n``, ``p_value``...) with ``claim``, ``verdict``, ``McNemar p``
-    and a ``95 % interval`` text; :data:`SHOWN` lists the columns worth a table."""
+    """B minus A on the same images (``correct_*``: True where each model is right) by
+    :func:`stats.paired`, judged by :func:`stats.verdict` on the ``claimed`` range of the
+    difference and recorded (unless ``record=False``); ``stats.paired``'s dict with ``claim``,
+    ``verdict``, ``McNemar p`` and ``95 % interval`` (:data:`SHOWN`: the columns to show)."""
     if record and run_dir is None:
         raise ValueError(f"claim {claim!r}: pass the run folder (run.dir), or record=False.")
     a, b = (np.asarray(c).reshape(-1) for c in (correct_a, correct_b))

@@ -1,7 +1,4 @@
-"""The ``tf.data`` input pipeline, the split manifest and class counts. The pipeline reads the
-files ``helpers.checks.scan`` validated, so it cannot fail on a file mid-epoch."""
-
-from __future__ import annotations
+"""The ``tf.data`` input pipeline (of files ``checks.scan`` validated), manifest, class counts."""
 
 import os
 from collections.abc import Callable, Sequence
@@ -33,8 +30,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"manifest {path} does not exist: run notebook 01 to write it.")
     df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    missing = [c for c in _MANIFEST_REQUIRED if c not in df]
-    if missing:
+    if missing := [c for c in _MANIFEST_REQUIRED if c not in df]:
         raise ValueError(f"manifest {path} lacks the columns {missing}: write it again (01).")
     bad = df.loc[~df["split"].isin(SPLITS), "split"]
     if len(bad):
@@ -68,14 +64,10 @@ def make_dataset(
     cache: bool = True,
     augment: Callable | None = None,
     label_mode: str = "binary",
-) -> tf.data.Dataset:
-    """Batches of ``(images, labels)`` read from the ``decode_path`` (or ``path``) column.
-
-    read → decode (3 channels, first frame) → resize (bilinear, antialias) → float32 in 0–255
-    (Keras' MobileNetV3 and EfficientNet rescale inside the model) → cache in memory →
-    shuffle every epoch → batch → ``augment`` (a Keras layer runs with ``training=True``) →
-    prefetch. The label index of a class is its position in
-    ``classes``; ``label_mode``: "binary" (float32 (B, 1)), "categorical" (one-hot) or "int"."""
+) -> "tf.data.Dataset":
+    """Batches of ``(images, labels)`` from the ``decode_path`` (or ``path``) column: float32 in
+    0–255 (the backbones rescale), cached, ``augment`` after batching (``training=True``); a
+    label is its class's index in ``classes`` ("binary": float32 (B, 1), "categorical", "int")."""
     import tensorflow as tf
 
     classes = list(classes)
@@ -113,8 +105,7 @@ def _labels(df: pd.DataFrame, classes: list[str], label_mode: str) -> np.ndarray
         raise ValueError(f"label_mode='binary' needs exactly 2 classes, got {classes}.")
     if len(df) == 0 or ("status" in df and (df["status"] != "ok").any()):
         raise ValueError("make_dataset needs usable rows (status 'ok'): pass scan.good or a split.")
-    unknown = sorted(set(df["label"]) - set(classes))
-    if unknown:
+    if unknown := sorted(set(df["label"]) - set(classes)):
         raise ValueError(f"labels {unknown} are not in classes {classes}.")
     y = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int32)
     if label_mode == "binary":
@@ -122,7 +113,7 @@ def _labels(df: pd.DataFrame, classes: list[str], label_mode: str) -> np.ndarray
     return np.eye(len(classes), dtype=np.float32)[y] if label_mode == "categorical" else y
 
 
-def dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def dataset_arrays(ds: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
     """A (small) dataset as numpy ``(x, y)``, batched or not."""
     pairs = list(ds.as_numpy_iterator())
     if not pairs:

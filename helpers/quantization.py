@@ -9,6 +9,7 @@ slower than float32 on x86."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -94,3 +95,63 @@ def non_delegated_summary(tflite_path: str | os.PathLike | bytes) -> str:
         return f"all {attrs['nodes']} ops in XNNPACK ({attrs['partitions']} partition)"
     listed = ", ".join(f"{op} x{n}" for op, n in attrs["not_delegated"].items())
     return f"{listed} outside XNNPACK ({attrs['partitions']} partitions)"
+
+
+def _layer(tensor: str) -> str:
+    """A tensor's layer, readably: "block6d_project_bn" for "m_1/b_1/block6d_project_bn_1/
+    batchnorm/add_1;...", "head" for ".../head_1/MatMul"; other names as they are."""
+    parts = [p for p in tensor.split(";")[0].split("/")[:-1] if p != "batchnorm"]
+    return re.sub(r"_\d+$", "", parts[-1]) if parts else tensor
+
+
+def _signal_power(_quantized: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.mean(np.square(reference, dtype=np.float64)))
+
+
+def layer_errors(float_path, quant_path, samples: list[dict], num_threads: int = 2) -> pd.DataFrame:
+    """How far each tensor of a quantized model is from the float model's, along the network.
+
+    LiteRT Quantizer's validator (``model_validator.compare_model``, what ``Quantizer.validate``
+    calls) runs both models on ``samples`` (``{input name: array}`` each) and compares every
+    tensor of the same name, averaging over samples: here the squared error and the float
+    signal's power, so ``snr_db = 10 log10(power / mse)`` is pooled over all samples (the
+    library's own SNR averages per-sample ratios, which a one-number tensor such as a sigmoid
+    head's makes meaningless). Errors accumulate from the input on, so what an op itself adds
+    is ``noise_added``: its noise-to-signal ratio minus that of its worst input (``drop_db``
+    says the same in dB, but overrates the first quantized op, whose input is exact).
+
+    Returns:
+        One row per op in the float model's order: ``op``, ``layer``, ``tensor``, ``snr_db``,
+        ``noise_added``, ``drop_db`` and ``mse``.
+    """
+    from litert_quantizer import model_validator
+    from litert_quantizer.utils import validation_utils as vu
+
+    metrics = [vu.ValidationErrorMetric.MSE, vu.ValidationErrorMetric.SNR]
+    functions = [vu.mean_squared_difference, _signal_power]  # The SNR slot holds the power.
+    reference, target = (open(path, "rb").read() for path in (float_path, quant_path))
+    data = {"serving_default": samples}
+    compare = model_validator.compare_model
+    compared = compare(reference, target, data, metrics, functions, num_threads=num_threads)
+    results = compared.get_all_tensor_results()
+    interpreter = _interpreter(reference, num_threads)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != _DELEGATE_NODE]
+    # Activations only (what ops produce, and the inputs): weights are not where errors flow.
+    flowing = {names[int(t)] for op in ops for t in op["outputs"]}
+    flowing |= {d["name"] for d in interpreter.get_input_details()}
+    snr = {
+        name: min(100.0, 10 * np.log10(max(r["snr"], 1e-30) / max(r["mse"], 1e-30)))
+        for name, r in results.items()
+        if name in flowing
+    }  # 100 dB: no error.
+    rows = []
+    for op in (op for op in ops if names[int(op["outputs"][0])] in snr):
+        output = names[int(op["outputs"][0])]
+        inputs = [snr[names[int(t)]] for t in op["inputs"] if names.get(int(t)) in snr]
+        worst_input = min(inputs, default=100.0)
+        added = 10 ** (-snr[output] / 10) - 10 ** (-worst_input / 10)
+        row = {"op": op["op_name"], "layer": _layer(output), "tensor": output}
+        row |= {"snr_db": snr[output], "noise_added": added}
+        rows.append(row | {"drop_db": worst_input - snr[output], "mse": results[output]["mse"]})
+    return pd.DataFrame(rows).rename_axis("position")

@@ -1,20 +1,10 @@
-"""Run folders: where each notebook writes what the next one needs, and the run record.
+"""Run folders: what each notebook writes for the next ones, and the run record.
 
-A run folder holds the executed notebooks (under ``make run`` or a sweep), the artefacts
-each notebook writes (manifest, weights record, models...) and the run record:
-
-- ``run.json``, everything: per notebook the parameters as injected (``injected``, by the
-  runner) and as resolved by the notebook (``parameters``), its ``metrics`` and wall time;
-  the ``environment`` (Python, packages, git commit, the weights used); the ``run`` itself
-  (profile, status, timings);
-- ``metrics.json``, every notebook's figures flattened to one level
-  (``{"03_phase1.val_accuracy": 0.93, "03_phase1.wall_s": 25.1, ...}``);
-- ``parameters.json``, per notebook ``{"injected": {...}, "resolved": {...}}``.
-
-The two extracts are rewritten each time a notebook records itself, so a notebook run by
-hand (JupyterLab, papermill) leaves the same record as one run by ``helpers.batch.runner``."""
-
-from __future__ import annotations
+``run.json`` holds everything: per notebook its parameters (``injected`` by the runner,
+``parameters`` as resolved), ``metrics`` and wall time; the ``environment``; the ``run`` itself.
+``metrics.json`` (every figure, flattened: ``{"03_phase1.val_accuracy": 0.93, ...}``) and
+``parameters.json`` are extracts of it, rewritten whenever a notebook records itself, by hand
+(JupyterLab, papermill) or under ``helpers.batch.runner``."""
 
 import ast
 import json
@@ -41,19 +31,16 @@ TRACKED_PACKAGES = tuple(
     "scikit-image pillow matplotlib papermill ipykernel".split()
 )
 
-# When each run folder was last resolved in this process (a notebook's setup cell).
+# When each run folder was last resolved (a notebook's setup cell): times a run by hand.
 _SETUP_TIMES: dict[str, float] = {}
 
 
 def resolve_run_dir(run_dir: str | os.PathLike | None = None, create: bool = True) -> Path:
-    """The run folder: the argument, else $COURSE_RUN_DIR, else ``runs/interactive``; relative
-    to the project root wherever the notebook runs (:func:`helpers.config.project_path`)."""
+    """The run folder: the argument, else $COURSE_RUN_DIR, else ``runs/interactive``."""
     given = run_dir if run_dir not in (None, "") else os.environ.get(RUN_DIR_ENV)
     path = project_path(given, RUNS_DIR / "interactive")
     if create:
         path.mkdir(parents=True, exist_ok=True)
-    # The notebooks resolve their run folder in their setup cell; remembering when lets
-    # record_notebook() note how long a notebook run by hand took from setup to record.
     _SETUP_TIMES[str(path)] = time.perf_counter()
     return path
 
@@ -77,10 +64,7 @@ def parameter_names(notebook: str) -> list[str]:
 
 
 class Run:
-    """A notebook's handle on its run folder: ``run.dir``, ``run.settings`` and ``run.log``.
-
-    The parameters are read from the notebook's namespace each time it logs, so the record
-    holds every parameter of the ``parameters`` cell with the value the notebook used."""
+    """A notebook's handle on its run folder: ``run.dir``, ``run.settings`` and ``run.log()``."""
 
     def __init__(self, notebook: str, namespace: dict):
         from helpers.config import profile_settings
@@ -95,13 +79,12 @@ class Run:
         return {name: jsonable(self.namespace.get(name)) for name in self.names}
 
     def log(self, metrics: dict | None = None, **figures: Any) -> None:
-        """Record the parameters and merge ``figures`` into ``run.json`` and ``metrics.json``."""
+        """Record the parameters (as in the namespace now) and merge ``figures`` into the record."""
         record_notebook(self.dir, self.notebook, self.parameters(), {**(metrics or {}), **figures})
 
 
 def start(notebook: str, namespace: dict) -> Run:
     """Open the run folder of ``notebook`` (e.g. ``"03_phase1"``) and record its parameters.
-
     Call it as ``run = runs.start("03_phase1", globals())`` in the cell after the parameters."""
     from helpers import claims
 
@@ -183,8 +166,7 @@ def record_notebook(run_dir: Path, notebook: str, parameters: dict, metrics=None
 
 def note_notebook(run_dir: Path, notebook: str, **data: Any) -> None:
     """Merge ``data`` into a notebook's entry of ``run.json`` (what the runner notes)."""
-    current = load_record(run_dir)
-    notebooks = current.get("notebooks", {})
+    notebooks = load_record(run_dir).get("notebooks", {})
     notebooks.setdefault(notebook, {}).update(data)
     record(run_dir, "notebooks", notebooks)
 
@@ -204,8 +186,7 @@ def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
 
 
 def _final_val_accuracy(run_dir: Path, notebooks: dict) -> float | None:
-    """The final model's validation accuracy: ``final_model.json`` (notebook 04) if
-    present, else the ``val_accuracy`` of the last notebook that reports one."""
+    """``final_model.json``'s validation accuracy, else the last notebook's ``val_accuracy``."""
     final = read_json(Path(run_dir) / FINAL_MODEL_NAME, default={}) or {}
     if isinstance(final, dict) and final.get("val_accuracy") is not None:
         return jsonable(final["val_accuracy"])
@@ -217,16 +198,12 @@ def _final_val_accuracy(run_dir: Path, notebooks: dict) -> float | None:
 
 
 def collect_metrics(run_dir: Path) -> dict[str, Any]:
-    """Every notebook's figures of a run folder, flattened, with the wall times.
-
-    Keys are ``<notebook>.<metric>`` (nested metrics joined by dots), ``<notebook>.wall_s``
-    (the runner's measure, else the time from the notebook's setup cell to its record),
-    ``run.wall_s`` when the runner ran the whole sequence, and ``final.val_accuracy``."""
+    """Every notebook's figures, flattened (``<notebook>.<metric>``), ``<notebook>.wall_s`` (the
+    runner's, else setup to record), ``run.wall_s`` (runner only) and ``final.val_accuracy``."""
     current = load_record(run_dir)
     notebooks = current.get("notebooks", {})
     flat: dict[str, Any] = {}
-    for name in sorted(notebooks):
-        entry = notebooks[name]
+    for name, entry in sorted(notebooks.items()):
         flat.update(flatten(entry.get("metrics") or {}, name))
         wall = entry.get("wall_s", entry.get("setup_to_record_s"))
         if wall is not None:
@@ -248,12 +225,8 @@ def collect_parameters(run_dir: Path) -> dict[str, dict]:
 
 
 def weights_used(run_dir: Path) -> dict:
-    """Which weights the run's notebooks used, from every record they leave.
-
-    Sources: the ``weights`` section of ``run.json``, the ``*weights.json`` files of the
-    run folder (``weights.json`` of notebook 00, ``phase1_weights.json`` of 03...), and the
-    ``pretrained``/``fallback`` figures notebooks record. ``imagenet`` is True when every
-    record says ImageNet weights, False when one says otherwise, None when none says."""
+    """Which weights the run used (``run.json``, ``*weights.json``, the notebooks' figures):
+    ``imagenet`` is True when every record says ImageNet, False if one does not, None if none."""
     run_dir = Path(run_dir)
     current = load_record(run_dir)
     records: dict[str, dict] = {}
@@ -280,12 +253,10 @@ def weights_used(run_dir: Path) -> dict:
 
 
 def write_summaries(run_dir: Path) -> dict[str, Any]:
-    """Rewrite ``metrics.json`` and ``parameters.json`` and the record's weights summary
-    from ``run.json``; return the flattened metrics."""
+    """Rewrite ``metrics.json``, ``parameters.json`` and the weights summary; the metrics."""
     run_dir = Path(run_dir)
     weights = weights_used(run_dir)
-    current = load_record(run_dir)
-    if current.get("environment", {}).get("weights") != weights:
+    if load_record(run_dir).get("environment", {}).get("weights") != weights:
         summary = {"weights": weights, "imagenet_weights": weights["imagenet"]}
         record(run_dir, "environment", summary)
     metrics = collect_metrics(run_dir)
@@ -295,9 +266,7 @@ def write_summaries(run_dir: Path) -> dict[str, Any]:
 
 
 def compare(frame, out: Path, rank_by: str, lowest: bool, axes: list, heading: str) -> dict:
-    """Write the comparison of runs (``frame``: a row per run with ``run_id`` and ``status``)
-    into ``out``: ``comparison.csv``, ``ranking.md`` (finished runs ranked by ``rank_by``,
-    the others after them) and ``comparison.png``; return their paths."""
+    """Write ``comparison.csv``, ``ranking.md`` (by ``rank_by``) and ``comparison.png`` of runs."""
     from helpers import plots
 
     paths = {name: Path(out) / name for name in ("comparison.csv", "ranking.md", "comparison.png")}

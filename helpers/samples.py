@@ -1,7 +1,5 @@
 """Sample folders for lessons and tests: the problem files users really have."""
 
-from __future__ import annotations
-
 import io
 from pathlib import Path
 
@@ -26,8 +24,7 @@ def _encode(image: Image.Image, fmt: str, **options) -> bytes:
 
 
 def write_problem_files(folder: Path, image: np.ndarray, label: str = "real") -> dict[str, str]:
-    """Write one file of each troublesome kind, made from ``image`` (RGB uint8), in
-    ``folder/label/``; nothing outside it is touched. Returns file name -> what it is."""
+    """Write a file of each troublesome kind from ``image`` in ``folder/label/``; name -> what."""
     target = Path(folder) / label
     target.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image)
@@ -53,10 +50,9 @@ def write_problem_files(folder: Path, image: np.ndarray, label: str = "real") ->
 def make_user_style_dataset(
     demo_dir: Path, out_dir: Path, per_class: int | None = None
 ) -> dict[str, int]:
-    """A three-class dataset laid out the way users' folders are, from a demo dataset's
-    ``demo_dir`` (``real``, ``print``, ``screen``; at most ``per_class`` images each): nested
-    folders, mixed formats (``.JPG``, PNG, WEBP), a few unusable files and a system file.
-    ``out_dir`` must be new (or empty). Returns the files written per class folder."""
+    """A three-class dataset (real, print, screen; ``per_class`` images at most) from a demo
+    dataset, laid out as users' folders are (nested folders, mixed formats, unusable and system
+    files) in a new ``out_dir``; the files written per class."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder.")

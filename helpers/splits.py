@@ -1,7 +1,5 @@
 """Train/val/test split: stratified, group-aware, seeded, and stable through a manifest."""
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,16 +44,12 @@ def split_units(df: pd.DataFrame, group_col: str | None = "group") -> np.ndarray
 def make_split(
     df: pd.DataFrame, ratios=(0.72, 0.14, 0.14), seed=0, group_col="group", manifest_path=None
 ) -> pd.DataFrame:
-    """Assign each usable file to train/val/test: stratified, group-aware, seeded, stable.
-
-    A unit (:func:`split_units`) goes to one split whole (:func:`_assign_units`). Files of
-    the manifest keep their split, new ones join their unit's or are split at ``ratios``; the
-    manifest is rewritten. Returns the usable rows by relpath with ``split``, ``split_unit``,
-    ``split_origin`` and ``.attrs["split_notes"]``, which notes (and warns of) a class missing
-    from val or test and a share outside the sheet's range that ``ratios`` asked inside it."""
+    """Assign each usable file to train/val/test, a unit (:func:`split_units`) whole: files of
+    the manifest keep their split, new ones join their unit's or are split at ``ratios``. The
+    usable rows with ``split``, ``split_unit``, ``split_origin`` and ``attrs["split_notes"]``
+    (also warned: a class missing from val or test, a share outside the sheet's range)."""
     r = check_ratios(ratios)
-    missing = [c for c in ("relpath", "label") if c not in df]
-    if missing:
+    if missing := [c for c in ("relpath", "label") if c not in df]:
         raise ValueError(f"make_split needs the columns {missing}; got {list(df.columns)}.")
     out = df[df["status"] == "ok"] if "status" in df else df
     out = out.sort_values("relpath").reset_index(drop=True)
@@ -91,9 +85,8 @@ def make_split(
 
 
 def _assign_units(units: pd.DataFrame, r: tuple, seed: int) -> pd.Series:
-    """Split of each unit (rows: ``label``, ``size`` in images): per label, units in a seeded order
-    join test or val (the one further from its target first) while they fit in its share of the
-    images; then each takes the unit left in train that brings it nearest its target, if any."""
+    """Split of each unit (``label``, ``size``): per label, seeded, units join test or val (the one
+    further from its target first) while they fit; then each takes the train unit nearest it."""
     rng = np.random.default_rng(seed)
     split = pd.Series("train", index=units.index)
     for _, part in units.groupby("label", sort=True):
@@ -123,11 +116,9 @@ def _reuse_manifest(out: pd.DataFrame, manifest: Path) -> list[str]:
     out.loc[kept, "split"] = key[kept].map(old_split)
     out.loc[kept, "split_origin"] = "manifest"
     notes = [f"{kept.sum()} of {len(out)} file(s) kept their split from {manifest.name}."]
-    changed = out.loc[~kept & out["relpath"].isin(old["relpath"]), "relpath"].tolist()
-    if changed:
+    if changed := out.loc[~kept & out["relpath"].isin(old["relpath"]), "relpath"].tolist():
         notes.append(f"{len(changed)} changed file(s) treated as new, e.g. {changed[0]}.")
-    gone = sorted(set(old["relpath"]) - set(out["relpath"]))
-    if gone:
+    if gone := sorted(set(old["relpath"]) - set(out["relpath"])):
         notes.append(f"{len(gone)} file(s) of the manifest are gone and dropped, e.g. {gone[0]}.")
         warnings.warn(f"make_split: {notes[-1]}", stacklevel=3)
     return notes

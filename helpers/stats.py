@@ -1,7 +1,5 @@
 """Rates with exact Clopper-Pearson intervals, paired comparisons, and the verdicts they allow."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -13,11 +11,8 @@ CONFIDENCE = 0.95
 
 
 def rate_with_ci(errors: int, n: int, confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """``errors / n`` with its counts and an exact (Clopper-Pearson) interval.
-
-    Returns ``{"rate", "errors", "n", "ci_low", "ci_high", "confidence", "rule_of_three",
-    "note"}``; ``rule_of_three`` is 3/n when there are no errors (else NaN). With ``n == 0``
-    every figure is NaN and ``note`` says why: a rate without samples is not 0."""
+    """``errors / n`` with its counts, an exact (Clopper-Pearson) interval, ``rule_of_three``
+    (3/n when there is no error) and a ``note``; all NaN for ``n == 0``: no samples is not 0."""
     errors, n = int(errors), int(n)
     if n < 0 or not 0 <= errors <= n:
         raise ValueError(f"errors={errors}, n={n}: need 0 <= errors <= n.")
@@ -39,19 +34,15 @@ def format_rate(rate: Mapping) -> str:
     if rate["n"] == 0 or not math.isfinite(rate["rate"]):
         return f"n/a ({rate.get('note') or 'no samples'})"
     level = round(100 * rate.get("confidence", CONFIDENCE))
-    return (
-        f"{100 * rate['rate']:.1f} % ({rate['errors']}/{rate['n']}, {level} % CI "
-        f"{100 * rate['ci_low']:.1f}-{100 * rate['ci_high']:.1f} %)"
-    )
+    ci = f"{level} % CI {100 * rate['ci_low']:.1f}-{100 * rate['ci_high']:.1f} %"
+    return f"{100 * rate['rate']:.1f} % ({rate['errors']}/{rate['n']}, {ci})"
 
 
 def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
     """B minus A on the same images: accuracies, their difference with a paired bootstrap
     interval, and McNemar's exact test (a binomial test on the images where they disagree).
-
-    With no disagreement at all the interval is +-(exact upper bound of the disagreement rate):
-    identical answers on n images do not prove a zero difference; that bound shrinks like 1/n,
-    not 1/sqrt(n), which ``scaling`` tells :func:`verdict`."""
+    With no disagreement the interval is +-(exact upper bound of the disagreement rate), which
+    shrinks like 1/n (``scaling``, for :func:`verdict`): equal answers do not prove equality."""
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b.shape or a.ndim != 1 or not a.size:
         raise ValueError(f"need two 1-D arrays of the same images, got {a.shape} and {b.shape}")
@@ -77,9 +68,7 @@ def paired(correct_a, correct_b, confidence: float = CONFIDENCE, seed: int = 0) 
 
 
 def unpaired(correct_a, correct_b, confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """B minus A on DIFFERENT images (two test splits), with :func:`paired`'s keys: Newcombe's
-    hybrid score (Wilson) interval for the difference of two independent proportions and
-    Fisher's exact test; ``n`` counts both sides."""
+    """B minus A on DIFFERENT images (:func:`paired`'s keys): Newcombe's interval, Fisher's test."""
     a, b = (np.asarray(c, bool).reshape(-1) for c in (correct_a, correct_b))
     if not (a.size and b.size):
         raise ValueError(f"need images on both sides, got {a.size} and {b.size}")
@@ -94,14 +83,11 @@ def unpaired(correct_a, correct_b, confidence: float = CONFIDENCE) -> dict[str, 
 
 
 def verdict(low, high, claimed: tuple, estimate, n: int, scaling: str = "1/sqrt(n)") -> str:
-    """Whether an interval [low, high] supports a claim that the true value lies in ``claimed``.
-
-    "held" (the interval strictly inside the claim: touching its edge is not enough), "not
-    held" (the interval outside it), else "inconclusive at this sample size (~N would resolve
-    it)": for each claim edge inside the interval, N is where the interval's reach from
-    ``estimate`` across that edge shrinks to the estimate's distance from it, as 1/sqrt(n)
-    (``scaling``: a bootstrap or normal interval) or as 1/n (``"1/n"``: the exact bound of 0
-    events in n, as :func:`paired` gives when no image is discordant, solved exactly)."""
+    """Whether [low, high] supports the claim that the true value lies in ``claimed``: "held"
+    (strictly inside), "not held" (outside), else "inconclusive at this sample size (~N would
+    resolve it)": N shrinks the interval's reach from ``estimate`` across each claim edge it
+    straddles to the estimate's distance from that edge, as 1/sqrt(n) or (``scaling="1/n"``,
+    :func:`paired` with no discordant image) as the exact bound of 0 events in n."""
     if scaling not in ("1/sqrt(n)", "1/n"):
         raise ValueError(f"scaling={scaling!r}: use '1/sqrt(n)' or '1/n' (0 events in n).")
     lo, hi = claimed

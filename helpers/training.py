@@ -1,8 +1,6 @@
 """Around the training that notebooks 03 and 04 write: the sheet's learning-curve diagnosis and
 fine-tuning limits, validation metrics, the phase files that 05-07 read, the test-split guard."""
 
-from __future__ import annotations
-
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,8 +68,8 @@ def _curve(history: Mapping, names: Sequence[str], prefix: str = "") -> list[flo
 
 
 def _noise(values: Sequence[float], floor: float | None = None) -> float:
-    """Epoch-to-epoch noise (a standard deviation): scaled MAD of each value minus the mean of its
-    neighbours, over sqrt(1.5). With ``floor``: max(NOISE_FACTOR * noise, floor), a real change."""
+    """Epoch-to-epoch noise (scaled MAD of each value minus its neighbours' mean, / sqrt(1.5));
+    with ``floor``: the smallest real change, max(NOISE_FACTOR * noise, floor)."""
     v = np.asarray(values, dtype=float)
     noise = float(median_abs_deviation(v[1:-1] - (v[:-2] + v[2:]) / 2, scale="normal") / 1.5**0.5)
     return noise if floor is None else max(NOISE_FACTOR * noise, floor)
@@ -95,18 +93,11 @@ def _finish(verdict, sentence, options: Mapping[str, str], e: dict, in_use) -> D
 
 
 def diagnose(history: Mapping[str, Any], tolerance: float = 0.02, in_use=()) -> Diagnosis:
-    """Read a history as the course sheet does, counting only changes beyond the noise.
-
-    A change counts when it exceeds ``NOISE_FACTOR`` times the curve's :func:`_noise` and
-    ``tolerance`` (relative to the minimum for losses, absolute for accuracies). Rules in order,
-    ``w = min(WINDOW, epochs - 1)``: 1. "too short to tell" under ``MIN_EPOCHS`` epochs.
-    2. "still improving": validation loss still falls over the last ``w`` epochs (:func:`_change`).
-    3. "underfitting": best train and validation accuracies below ``LOW_ACCURACY`` and training
-    loss no longer falling. 4. "overfitting": (a) the mean validation loss of the last ``w``
-    epochs after its minimum rose above the median of the minimum and its neighbours while the
-    training loss fell; or (b) no new validation-loss minimum in the last ``w`` epochs while the
-    train-val accuracy gap, above ``MAX_GAP``, grew and validation accuracy did not. 5. "good".
-    ``in_use``: ``REMEDY_KEYS`` already applied, not recommended again."""
+    """Read a history as the course sheet does, counting only changes beyond :func:`_noise` (and
+    ``tolerance``: relative to the minimum for losses, absolute for accuracies). Rules in order,
+    over the last ``w = min(WINDOW, epochs - 1)`` epochs: "too short to tell" (< ``MIN_EPOCHS``),
+    "still improving" (validation loss still falling), :func:`_underfitting`,
+    :func:`_overfitting`, :func:`_good`. ``in_use``: ``REMEDY_KEYS`` not to recommend again."""
     if unknown := set(in_use) - REMEDY_KEYS:
         raise ValueError(f"in_use has unknown keys {sorted(unknown)}; use {sorted(REMEDY_KEYS)}.")
     loss, vloss = _curve(history, ["loss"]), _curve(history, ["loss"], "val_")
@@ -135,7 +126,7 @@ def diagnose(history: Mapping[str, Any], tolerance: float = 0.02, in_use=()) -> 
 
 
 def _underfitting(loss, vloss, acc, vacc, evidence, tolerance):
-    """Rule 3 of :func:`diagnose`: (verdict, sentence, remedies), or None."""
+    """Accuracies below ``LOW_ACCURACY``, training loss flat: (verdict, sentence, remedies)."""
     w, change = evidence["window"], _change(loss, evidence["window"])
     floor = tolerance * abs(min(loss))
     if not acc or max(max(acc), max(vacc)) >= LOW_ACCURACY or change < -_noise(loss, floor):
@@ -150,7 +141,9 @@ def _underfitting(loss, vloss, acc, vacc, evidence, tolerance):
 
 
 def _overfitting(loss, vloss, acc, vacc, evidence, tolerance):
-    """Rule 4 of :func:`diagnose`, (a) then (b): (verdict, sentence, remedies), or None."""
+    """(a) Validation loss's last ``w`` epochs after its minimum above the minimum's neighbourhood
+    while training loss fell, or (b) no new minimum in them while the train-val accuracy gap,
+    above ``MAX_GAP``, grew and validation accuracy did not: (verdict, sentence, remedies)."""
     n, w, best = len(loss), evidence["window"], evidence["val_loss_min_epoch"] - 1
     if (rise := evidence["val_loss_rise"]) > evidence["val_loss_limit"] and loss[-1] < loss[best]:
         evidence["rule"] = "val_loss rose above its minimum while train loss fell"
@@ -197,11 +190,8 @@ def _good(loss, vloss, acc, vacc, e, tolerance):
 
 
 def evaluate(model: keras.Model, ds, classes: Sequence[str], threshold: float = 0.5) -> dict:
-    """Accuracy, ROC AUC and the confusion matrix (true classes as rows) on ``ds``.
-
-    Two classes: one sigmoid unit, the second class predicted when its probability is >=
-    ``threshold``; more: softmax and argmax, one-vs-rest macro AUC. AUC is NaN when a class is
-    absent. Also returns the ``probabilities`` and the number of images ``n``."""
+    """Accuracy, ROC AUC (NaN when a class is absent), the confusion matrix (true classes as
+    rows), ``probabilities`` and ``n`` on ``ds``; two classes: a sigmoid unit and ``threshold``."""
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
     k = len(classes)
@@ -267,10 +257,8 @@ def tuning_splits(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def test_split(manifest_df, run_dir, purpose: str, allow_repeat: bool = False) -> pd.DataFrame:
-    """The test rows, once: each access is recorded in ``run_dir/test_access.json``.
-
-    ``allow_repeat=True`` reads them again (recorded as a repeat) to re-report the same final
-    model, never to compare or tune; otherwise a second access raises ``RuntimeError``."""
+    """The test rows, once (recorded in ``run_dir/test_access.json``): a second access raises
+    ``RuntimeError`` unless ``allow_repeat=True`` (to re-report the same final model only)."""
     if not isinstance(purpose, str) or not purpose.strip():
         raise ValueError("purpose must say why the test set is read, e.g. 'final evaluation'.")
     rows, path = _rows(manifest_df, "test"), Path(run_dir) / TEST_ACCESS_FILE

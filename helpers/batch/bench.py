@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, dataset, demo_data, features, verification
+from helpers import backbones, dataset, demo_data, features, quantization, verification
 
 CLASSES = ["fake", "real"]
 DEFAULT_BACKBONES = ("EfficientNetLite0", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")
 VARIANTS = ("float32", "float16", "dynamic", "int8")
+HARD_SWISH = ("hard_swish", "hard_silu")  # Keras' names of MobileNetV3's activation.
 OPTIONS = {  # Integer options of each bench and their defaults.
     "deployment": "image-size=224 per-class=50 threads=2 runs=100 calibration=100",
     "phases": "image-size=224 per-class=1500 batch-size=32 steps=3 calibration=200 predict=420 "
@@ -108,6 +109,52 @@ def convert(saved_model: Path, variant: str, calibration: np.ndarray) -> bytes:
     return converter.convert()
 
 
+def rewrite_hard_swish(model):
+    """A copy of ``model`` whose hard-swish layers compute ``(x * 1/6) * relu6(x + 3)``: the
+    same function, which the converter emits as ADD and two MULs that XNNPACK runs in INT8,
+    instead of one HARD_SWISH op that it runs in float only (None: no hard-swish)."""
+    import keras
+
+    def swish(x):
+        return keras.ops.multiply(keras.ops.multiply(x, 1.0 / 6.0), keras.ops.relu6(x + 3.0))
+
+    def hard(layer) -> bool:
+        activation = isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"]
+        return activation in HARD_SWISH
+
+    def clone(layer):
+        if hard(layer):
+            return keras.layers.Lambda(swish, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    if not any(hard(layer) for layer in model._flatten_layers()):
+        return None
+    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def litert_quantizer(float_file: bytes, variant: str, calibration: np.ndarray, tmp: Path) -> bytes:
+    """LiteRT Quantizer's ``variant`` ("lq_static": static_wi8_ai8 with running min/max ranges,
+    notebook 05's fix; "lq_dynamic": dynamic_wi8_afp32) of a float32 LiteRT file."""
+    from litert_quantizer import calibrator, quantizer, recipe
+    from litert_quantizer.utils import qsv_utils
+
+    (source := tmp / "float.tflite").write_bytes(float_file)
+    if variant == "lq_dynamic":
+        qt = quantizer.Quantizer(str(source), recipe.dynamic_wi8_afp32())
+        return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+    mode = calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS
+    recorder = calibrator.CalibrationInterpreter(
+        str(source), mode=mode, qsv_update_func=qsv_utils.min_max_update
+    )
+    for image in calibration:
+        recorder.get_signature_runner("serving_default")(image=image[None])
+    qt = quantizer.Quantizer(str(source), recipe.static_wi8_ai8())
+    ranges = recorder.get_calibration_results()
+    return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
+
+
 def latencies(interpreters: dict, runs: int, rounds: int = 10) -> pd.DataFrame:
     """Batch-1 milliseconds (median, p95) of each interpreter, interleaved in ``rounds``."""
     times: dict[str, list[float]] = {name: [] for name in interpreters}
@@ -123,32 +170,43 @@ def latencies(interpreters: dict, runs: int, rounds: int = 10) -> pd.DataFrame:
 
 def bench_backbone(name: str, frame: pd.DataFrame, args, tmp: Path) -> pd.DataFrame:
     """Build, convert and measure one backbone's classifier (size, latency, speed-up)."""
+    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     x, start = _arrays(frame, "train", args.image_size)[0], time.perf_counter()
     model, _, _, label = classifier(name, args.image_size, x)
-    model.export(tmp / name, verbose=False)  # A SavedModel, quietly.
-    files = {v: convert(tmp / name, v, x[: args.calibration]) for v in VARIANTS}
+    signature = [tf.TensorSpec((1, args.image_size, args.image_size, 3), tf.float32, "image")]
+    model.export(tmp / name, input_signature=signature, verbose=False)  # Batch 1, quietly.
+    calibration = x[: args.calibration]
+    files = {v: convert(tmp / name, v, calibration) for v in VARIANTS}
+    if (rewritten := rewrite_hard_swish(model)) is not None:
+        rewritten.export(tmp / "hs", input_signature=signature, verbose=False)
+        files["int8 + hard-swish rewrite"] = convert(tmp / "hs", "int8", calibration)
+    for variant in ("lq_static", "lq_dynamic"):
+        files[variant] = litert_quantizer(files["float32"], variant, calibration, tmp)
     print(f"\n== {name}: {label}; built and converted in {time.perf_counter() - start:.0f} s")
     interpreters = {v: Interpreter(model_content=files[v], num_threads=args.threads) for v in files}
     for interpreter in interpreters.values():
         interpreter.allocate_tensors()
     table = latencies(interpreters, args.runs).rename_axis("variant")
-    table.insert(0, "size_mb", [len(files[v]) / 1e6 for v in VARIANTS])
+    table.insert(0, "size_mb", [len(files[v]) / 1e6 for v in files])
     table["speedup"] = table.loc["float32", "median_ms"] / table["median_ms"]
+    table["outside XNNPACK"] = [quantization.non_delegated_summary(files[v]) for v in files]
     print(table.round(3).to_markdown())
     return table.assign(backbone=name)
 
 
 def deployment(args, tmp: Path) -> None:
-    """Size and latency of every variant for each backbone, then INT8's summary."""
+    """Size and latency of every variant for each backbone (the converter's, MobileNetV3's
+    hard-swish rewrite, LiteRT Quantizer's), then a summary of the INT8 files."""
     names = [backbones.get_spec(name).name for name in args.backbones or DEFAULT_BACKBONES]
     runs = f"{args.threads} thread(s), batch 1, {args.runs} timed runs per model"
     print(f"Deployment bench: {', '.join(names)} at {args.image_size} px; {runs}; {_load()}.")
     frame = demo_frame(tmp, args.per_class, args.image_size + 32)
     tables = pd.concat([bench_backbone(name, frame, args, tmp) for name in names])
     print("\n== INT8 against float32 (speed-up > 1: faster)")
-    print(tables.loc[["int8"]].set_index("backbone").round(3).to_markdown())
+    int8 = [v for v in ("int8", "int8 + hard-swish rewrite", "lq_static") if v in tables.index]
+    print(tables.loc[int8].reset_index().set_index("backbone").round(3).to_markdown())
 
 
 def _augment():
@@ -290,6 +348,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # Before TensorFlow loads: no cuInit.
+    os.environ.setdefault("TQDM_DISABLE", "1")  # Nor LiteRT Quantizer's progress bars.
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:  # The demo data.
         globals()[args.bench](args, Path(tmp))  # The function of each bench's name.
     print(f"Machine: {_load()} at the end.")

@@ -65,8 +65,8 @@ BOOL = "True or False"
 
 
 class CourseParameters(BaseModel):
-    """What each parameter of the course's notebooks may be; every field is required (a
-    missing one is the notebook's default). Strict: an int passes for a float, no bool does."""
+    """What each parameter may be (a missing one is the notebook's default); strict: an int
+    passes for a float, no bool does."""
 
     model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
@@ -103,6 +103,8 @@ class CourseParameters(BaseModel):
     FAILURE_DEMOS: bool = rule(BOOL)
     CALIBRATION_SIZE: Count = rule("an integer ≥ 1 (images)")
     CALIBRATION_SWEEP: Counts = rule("a non-empty list of integers ≥ 1")
+    DEBUG_IMAGES: Count = rule("an integer ≥ 1 (validation images)")
+    WORST_LAYERS: Count = rule("an integer ≥ 1 (layers kept in float)")
     THREADS: Annotated[int, Field(ge=1, le=256)] = rule("an integer from 1 to 256")
     LATENCY_RUNS: Count | None = rule("an integer ≥ 1, or None (the profile's)")
     FLOAT_TOLERANCE: Fraction = rule(FRACTION)
@@ -153,8 +155,8 @@ def check(parameters: dict[str, Any], model: type[BaseModel] = CourseParameters)
 
 
 def default_rule(notebook: str, name: str, text: str) -> tuple[Any, Any]:
-    """The rule of a parameter the course has none for: the type of its default (list for
-    tuple; a one-type default types the items), any value for a None or computed default."""
+    """The rule of a parameter the course has none for: the type of its default (any for None
+    or computed; a list or tuple of one type types the items)."""
     try:
         default = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -276,8 +278,7 @@ def _weights_problems(weights: Any, backbone: Any) -> list[str]:
 
 
 def check_data(parameters: dict[str, Any], run_dir: str | os.PathLike | None = None) -> list[str]:
-    """Problems with the data (notebook 01's checks; with ``run_dir`` the scan is saved there
-    for 01), the ``METADATA_CSV`` and weights that ``parameters`` name."""
+    """Problems of the data (the scan saved in ``run_dir`` for 01), metadata and weights."""
     problems = []
     if parameters.get("DATA_DIR") is not None:
         problems += _data_problems(parameters["DATA_DIR"], run_dir)
@@ -294,7 +295,6 @@ def bullets(problems: list[str]) -> str:
 
 
 def preflight(parameters: dict[str, Any], run_dir: str | os.PathLike | None = None) -> None:
-    """Raise :class:`PreflightError` listing every problem: the parameters' rules first,
-    then, when they all pass, the data (:func:`check_data`)."""
+    """Raise :class:`PreflightError` listing every problem: the rules, then the data."""
     if problems := check(parameters) or check_data(parameters, run_dir):
         raise PreflightError(bullets(problems))

@@ -1,9 +1,6 @@
 """Run the course headless: the numbered notebooks, in order, into one run folder.
 
-``python -m helpers.batch.runner [--profile full|small] [--run-dir DIR] [--notebooks 00,01,03]
-[--notebooks-dir DIR] [-p NAME VALUE ...]`` (``make run``), or ``--resume RUN_DIR``."""
-
-from __future__ import annotations
+``make run``, or ``python -m helpers.batch.runner [-p NAME VALUE ...]`` (``--help``)."""
 
 import argparse
 import ast
@@ -37,8 +34,7 @@ def course_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
 
 
 def select_notebooks(selection: str | Sequence[str] | None, folder=NOTEBOOKS_DIR) -> list[Path]:
-    """The notebooks named by ``selection`` (``"00,01,03"``, ``["01", "03_phase1"]``, file
-    names), in course order; all of them when it is empty. Each must match one notebook."""
+    """The notebooks ``selection`` names (``"00,01,03"``, ``["01", "03_phase1"]``), or all."""
     if not (available := course_notebooks(folder)):
         raise FileNotFoundError(f"No numbered notebooks (00_*.ipynb...) in {folder}.")
     items = selection.split(",") if isinstance(selection, str) else list(selection or [])
@@ -144,8 +140,7 @@ while runs.load_record(sys.argv[1]).get("run", {}).get("status") == "running":
 
 
 def _start_record(run_dir: Path, notebooks: Sequence[Path], profile: str, given: dict, resume):
-    """Mark the run as running by this process in ``run.json``, and start a small process
-    that marks it "died" as soon as this one vanishes (``kill -9``, out of memory)."""
+    """Mark the run as running in ``run.json``; a watcher marks it "died" if this process dies."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     run = {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}
     if resume:
@@ -181,9 +176,8 @@ def execute_run(
     after_notebook: Callable[[str], str | None] | None = None,
     resume: bool = False,
 ) -> RunResult:
-    """Execute ``notebooks`` in order into the folder ``run_dir``, recorded; the first failure
-    ends the run, ``resume`` keeps those finished before, ``after_notebook(stem)`` may stop it
-    with a status (a sweep prunes). Ctrl-C records "interrupted" and is raised again."""
+    """Execute ``notebooks`` in order into ``run_dir``, recorded, until a failure, a status from
+    ``after_notebook(stem)`` (pruned) or Ctrl-C; ``resume`` keeps those finished before."""
     run_dir, given, report = Path(run_dir), dict(parameters or {}), reporter or (lambda *a: None)
     _start_record(run_dir, notebooks, profile, given, resume)
     entries = runs.load_record(run_dir).get("notebooks", {}) if resume else {}
@@ -233,8 +227,7 @@ def process_alive(pid: Any, host: str | None = None) -> bool:
 
 
 def run_state(run_dir: Path) -> str:
-    """A run folder's state: "missing", "running", "finished", "failed", "interrupted",
-    "died" (its process gone without a word: the record is rewritten so), or another."""
+    """A run folder's state ("missing", "finished", "failed"...; "died" recorded if it vanished)."""
     if not Path(run_dir).is_dir() or not any(Path(run_dir).iterdir()):
         return "missing"
     run = runs.load_record(run_dir).get("run", {})
@@ -263,8 +256,7 @@ def resume_run(run_dir: str | os.PathLike, reporter=print_reporter) -> RunResult
 
 
 def run_course(profile="full", run_dir=None, parameters=None, notebooks=None) -> RunResult:
-    """Execute the course's notebooks in order into a new run folder. Raises PreflightError
-    before anything runs, FileExistsError for a run folder in use."""
+    """Execute the notebooks in order into a new run folder (PreflightError: nothing ran)."""
     profile, given = resolve_profile(profile), dict(parameters or {})
     chosen, start = list(notebooks or course_notebooks()), time.perf_counter()
     if problems := preflight.check_parameters(given, chosen):
@@ -281,8 +273,7 @@ def run_course(profile="full", run_dir=None, parameters=None, notebooks=None) ->
 
 
 def command(body: Callable[[], int], stopped: str) -> int:
-    """A command line's body, with SIGTERM (a batch system stopping the job) as Ctrl-C: 2
-    for a refusal (its reasons, no traceback), 130 when stopped (``stopped``: what next)."""
+    """A command line's body, SIGTERM as Ctrl-C: 2 refused (no traceback), 130 stopped."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # Raises KeyboardInterrupt.
     try:
         return body()

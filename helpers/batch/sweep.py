@@ -1,11 +1,8 @@
 """Parameter sweeps on Optuna: each trial is one course run, in its own run folder.
 
-``python -m helpers.batch.sweep GRID.yaml [--set NAME=v1,v2] [--workers N] [--dry-run]
-[--report] [--retry-failed] [--storage URL]``. A grid file has ``grid:`` (each combination
-runs once) or ``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``,
+``python -m helpers.batch.sweep GRID.yaml`` (``--help``). A grid file has ``grid:`` (each
+combination runs once) or ``search:`` (``NAME: {low, high, log}`` or choices; ``n_trials:``,
 ``prune_after:``), with ``fixed:``, ``profile:``, ``notebooks:``, ``rank_by:``, ``storage:``."""
-
-from __future__ import annotations
 
 import argparse
 import difflib
@@ -125,8 +122,7 @@ def _read_grid(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _apply_sets(grid: dict, fixed: dict, sets) -> None:
-    """``NAME=v1,v2`` texts: a grid axis gets the values; another name becomes fixed with
-    one value, a new axis with several."""
+    """``NAME=v1,v2`` texts: a grid axis, or several values, make an axis; one value is fixed."""
     for text in sets:
         name, _, values = text.partition("=")
         values = _yaml(f"[{values}]", f"--set {text}") if values.strip() else []
@@ -144,8 +140,7 @@ def _apply_sets(grid: dict, fixed: dict, sets) -> None:
 
 
 def load_sweep(path=None, sets=(), out=None, profile=None, notebooks=None, **options) -> Sweep:
-    """A sweep from a grid file (optional) and command-line overrides (which win): ``sets``
-    (``NAME=v1,v2`` texts) and ``options`` (other keys of a grid file)."""
+    """A sweep from a grid file (optional) and overrides, which win: ``sets`` and ``options``."""
     spec = _read_grid(path) if path is not None else {}
     spec.update({k: v for k, v in options.items() if v is not None})
     grid = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("grid") or {}).items()}
@@ -163,8 +158,7 @@ def load_sweep(path=None, sets=(), out=None, profile=None, notebooks=None, **opt
 
 
 def validate(sweep: Sweep) -> None:
-    """Every name and value of the sweep checked before anything runs (all problems): as a
-    single run's (``preflight``), each value of an axis, then the data of each combination."""
+    """Check every name and value (``preflight``), then each combination's data; all problems."""
     values = {k: [v] for k, v in sweep.fixed.items()} | sweep.grid
     for name, space in sweep.search.items():
         values[name] = [space.get("low"), space.get("high")] if isinstance(space, dict) else space
@@ -186,8 +180,7 @@ def validate(sweep: Sweep) -> None:
 
 
 def _storage(sweep: Sweep):
-    """A journal file, or a database (heartbeats let any worker fail a dead one's trial; a
-    first connection is tried again: workers that start together race to create tables)."""
+    """A journal file, or a database (with heartbeats; tried again: workers race to create it)."""
     url = sweep.storage or str(sweep.out / "study.journal")
     if "://" not in url:
         backend = optuna.storages.journal.JournalFileBackend(str(project_path(url, Path.cwd())))
