@@ -198,3 +198,22 @@ def test_layer_errors_names_the_layer_made_hard_to_quantize(tmp_path):
     assert list(table["op"]) == ["FULLY_CONNECTED"] * 3 + ["LOGISTIC"]
     assert table.nlargest(1, "noise_added")["layer"].item() == "hard"
     assert table.set_index("layer").loc["easy", "snr_db"] > 20  # The rest is fine.
+
+
+def test_hard_swish_rewrite_keeps_the_function_and_puts_int8_in_xnnpack(tmp_path):
+    # MobileNetV3's HARD_SWISH runs outside XNNPACK in INT8 (test above); the bench's rewrite
+    # (x * 1/6) * relu6(x + 3) computes the same and converts to ops XNNPACK runs in INT8.
+    from helpers.batch import bench
+
+    images = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
+    model = bench.classifier("MobileNetV3Small", SIZE, images)[0]
+    rewritten = bench.rewrite_hard_swish(model)
+    before, after = model.predict(images, verbose=0), rewritten.predict(images, verbose=0)
+    assert np.abs(before - after).max() < 1e-5
+    signature = [tf.TensorSpec((1, SIZE, SIZE, 3), tf.float32, name="image")]
+    rewritten.export(str(tmp_path / "saved"), input_signature=signature, verbose=False)
+    int8 = bench.convert(tmp_path / "saved", "int8", images)
+    report = quantization.delegation_report(int8)
+    assert "HARD_SWISH" not in report.index and report.attrs["partitions"] == 1
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    assert bench.rewrite_hard_swish(plain) is None  # Nothing to rewrite.

@@ -11,10 +11,13 @@ BatchNormalization statistics re-estimated (:func:`reestimate_batchnorm`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -137,20 +140,26 @@ def rewrite_hard_swish(model):
 def litert_quantizer(float_file: bytes, variant: str, calibration: np.ndarray, tmp: Path) -> bytes:
     """LiteRT Quantizer's ``variant`` ("lq_static": static_wi8_ai8 with running min/max ranges,
     notebook 05's fix; "lq_dynamic": dynamic_wi8_afp32) of a float32 LiteRT file."""
+    (source := tmp / "float.tflite").write_bytes(float_file)
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # Progress bars.
+        warnings.simplefilter("ignore")  # The calibrator's note on preserving every tensor.
+        return _litert_quantizer(str(source), variant, calibration)
+
+
+def _litert_quantizer(source: str, variant: str, calibration: np.ndarray) -> bytes:
     from litert_quantizer import calibrator, quantizer, recipe
     from litert_quantizer.utils import qsv_utils
 
-    (source := tmp / "float.tflite").write_bytes(float_file)
     if variant == "lq_dynamic":
-        qt = quantizer.Quantizer(str(source), recipe.dynamic_wi8_afp32())
+        qt = quantizer.Quantizer(source, recipe.dynamic_wi8_afp32())
         return bytes(qt.quantize(enable_progress_report=False).quantized_model)
     mode = calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS
     recorder = calibrator.CalibrationInterpreter(
-        str(source), mode=mode, qsv_update_func=qsv_utils.min_max_update
+        source, mode=mode, qsv_update_func=qsv_utils.min_max_update
     )
     for image in calibration:
         recorder.get_signature_runner("serving_default")(image=image[None])
-    qt = quantizer.Quantizer(str(source), recipe.static_wi8_ai8())
+    qt = quantizer.Quantizer(source, recipe.static_wi8_ai8())
     ranges = recorder.get_calibration_results()
     return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
 
@@ -206,7 +215,8 @@ def deployment(args, tmp: Path) -> None:
     tables = pd.concat([bench_backbone(name, frame, args, tmp) for name in names])
     print("\n== INT8 against float32 (speed-up > 1: faster)")
     int8 = [v for v in ("int8", "int8 + hard-swish rewrite", "lq_static") if v in tables.index]
-    print(tables.loc[int8].reset_index().set_index("backbone").round(3).to_markdown())
+    summary = tables[tables.index.isin(int8)].reset_index().set_index("backbone")
+    print(summary.round(3).to_markdown())
 
 
 def _augment():
