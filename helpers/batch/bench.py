@@ -358,7 +358,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # Before TensorFlow loads: no cuInit.
-    os.environ.setdefault("TQDM_DISABLE", "1")  # Nor LiteRT Quantizer's progress bars.
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:  # The demo data.
         globals()[args.bench](args, Path(tmp))  # The function of each bench's name.
     print(f"Machine: {_load()} at the end.")
