@@ -101,9 +101,9 @@ data: $(STAMP)
 weights: $(STAMP)
 	$(BIN)/python -m helpers.backbones --download
 
-## lint: ruff on helpers, tests and notebooks
+## lint: ruff on helpers, tests, notebooks and solutions
 lint: $(STAMP)
-	$(BIN)/ruff check helpers tests notebooks
+	$(BIN)/ruff check helpers tests notebooks solutions
 
 ## clean: remove run folders and caches (your data and the venv are kept)
 clean:
