@@ -352,12 +352,12 @@ def sweep_comparison(frame: pd.DataFrame, metric: str | None, path) -> None:
 
 def layer_snr(errors: dict[str, pd.DataFrame], worst: pd.DataFrame, title: str):
     """Each quantized model's SNR along the network (``quantization.layer_errors`` tables, by
-    name), the ``worst`` rows (the largest drops) marked and named on the axis."""
+    name), the ``worst`` rows (the most noise added) marked and named on the axis."""
     fig, ax = plt.subplots(figsize=(10, 3.8))
     for name, table in errors.items():
         ax.plot(table.index, table["snr_db"], marker=".", linewidth=1, label=name)
     ring = {"s": 80, "facecolors": "none", "edgecolors": "r", "zorder": 3}
-    ax.scatter(worst.index, worst["snr_db"], label="largest SNR drops", **ring)
+    ax.scatter(worst.index, worst["snr_db"], label="most noise added", **ring)
     label = {"fontsize": 7, "rotation": 20, "textcoords": "offset points", "color": "r"}
     for position, row in worst.iterrows():
         ax.annotate(row["layer"], (position, row["snr_db"]), xytext=(4, -12), **label)

@@ -104,6 +104,23 @@ def _layer(tensor: str) -> str:
     return re.sub(r"_\d+$", "", parts[-1]) if parts else tensor
 
 
+def min_max_ranges(float_path, samples: list[dict]) -> dict:
+    """Each tensor's min and max over all ``samples`` (``{input name: array}`` each), for
+    ``Quantizer.quantize``: LiteRT Quantizer's calibrator with a running min/max, not the
+    moving average of per-sample ranges that ``Quantizer.calibrate`` keeps (notebook 05 writes
+    this out and shows why a sigmoid head needs it)."""
+    from litert_quantizer import calibrator
+    from litert_quantizer.utils import qsv_utils
+
+    mode = calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS
+    update = qsv_utils.min_max_update
+    recorder = calibrator.CalibrationInterpreter(str(float_path), mode=mode, qsv_update_func=update)
+    signature = recorder.get_signature_runner("serving_default")
+    for sample in samples:
+        signature(**sample)
+    return recorder.get_calibration_results()
+
+
 def _signal_power(_quantized: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(np.square(reference, dtype=np.float64)))
 
@@ -117,12 +134,11 @@ def layer_errors(float_path, quant_path, samples: list[dict], num_threads: int =
     signal's power, so ``snr_db = 10 log10(power / mse)`` is pooled over all samples (the
     library's own SNR averages per-sample ratios, which a one-number tensor such as a sigmoid
     head's makes meaningless). Errors accumulate from the input on, so what an op itself adds
-    is ``noise_added``: its noise-to-signal ratio minus that of its worst input (``drop_db``
-    says the same in dB, but overrates the first quantized op, whose input is exact).
+    is ``noise_added``: its noise-to-signal ratio minus that of its worst input.
 
     Returns:
         One row per op in the float model's order: ``op``, ``layer``, ``tensor``, ``snr_db``,
-        ``noise_added``, ``drop_db`` and ``mse``.
+        ``noise_added`` and ``mse``.
     """
     from litert_quantizer import model_validator
     from litert_quantizer.utils import validation_utils as vu
@@ -134,6 +150,7 @@ def layer_errors(float_path, quant_path, samples: list[dict], num_threads: int =
     compare = model_validator.compare_model
     compared = compare(reference, target, data, metrics, functions, num_threads=num_threads)
     results = compared.get_all_tensor_results()
+    mse = {name: r["mse"] for name, r in results.items()}
     interpreter = _interpreter(reference, num_threads)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     ops = [op for op in interpreter._get_ops_details() if op["op_name"] != _DELEGATE_NODE]
@@ -146,12 +163,11 @@ def layer_errors(float_path, quant_path, samples: list[dict], num_threads: int =
         if name in flowing
     }  # 100 dB: no error.
     rows = []
-    for op in (op for op in ops if names[int(op["outputs"][0])] in snr):
-        output = names[int(op["outputs"][0])]
+    for op in ops:
+        if (output := names[int(op["outputs"][0])]) not in snr:
+            continue
         inputs = [snr[names[int(t)]] for t in op["inputs"] if names.get(int(t)) in snr]
-        worst_input = min(inputs, default=100.0)
-        added = 10 ** (-snr[output] / 10) - 10 ** (-worst_input / 10)
+        added = 10 ** (-snr[output] / 10) - 10 ** (-min(inputs, default=100.0) / 10)
         row = {"op": op["op_name"], "layer": _layer(output), "tensor": output}
-        row |= {"snr_db": snr[output], "noise_added": added}
-        rows.append(row | {"drop_db": worst_input - snr[output], "mse": results[output]["mse"]})
+        rows.append(row | {"snr_db": snr[output], "noise_added": added, "mse": mse[output]})
     return pd.DataFrame(rows).rename_axis("position")

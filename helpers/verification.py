@@ -255,8 +255,9 @@ def acceptance(
     (probabilities within ``float_tolerance``, same classes); INT8 (and float16) losing
     less than ``int8_pass_delta`` of accuracy passes, up to ``int8_max_delta`` is
     borderline, more fails; the recommendation (``.attrs["recommendation"]``) is INT8
-    unless it fails, then float16, then float32, and None when the first rule fails. LiteRT
-    Quantizer's variants (rows named ``lq_*``) get the same accuracy rule, for information."""
+    unless it fails, then float16, then float32, and None when the first rule fails. Every
+    other file of the table (dynamic range, LiteRT Quantizer's) gets the same accuracy rule,
+    for information: it does not change the recommendation."""
     if not 0 <= int8_pass_delta <= int8_max_delta:
         raise ValueError(f"int8_pass_delta={int8_pass_delta} must be in [0, int8_max_delta].")
     _row(table, KERAS_ROW)
@@ -269,7 +270,7 @@ def acceptance(
     names = ["int8"] + ["float16"] * ("float16" in table.index)
     rows += [_delta_rule(table, name, (int8_pass_delta, int8_max_delta)) for name in names]
     choice, why = _recommend(identical, rows[1][1], rows[2][1] if len(rows) > 2 else None)
-    others = [name for name in table.index if str(name).startswith("lq_")]  # LiteRT Quantizer
+    others = table.index.difference([KERAS_ROW, "float32", *names], sort=False)
     rows += [_delta_rule(table, name, (int8_pass_delta, int8_max_delta)) for name in others]
     rows.append(["recommendation", choice or "none", np.nan, np.nan, why])
     result = pd.DataFrame(rows, columns=["rule", "status", "value", "threshold", "evidence"])

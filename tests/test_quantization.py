@@ -91,21 +91,6 @@ def _float_tflite(model: keras.Model, folder, shape: tuple) -> str:
     return str(path)
 
 
-def _min_max_ranges(float_path: str, samples: list[dict]) -> dict:
-    """Notebook 05's fix: LiteRT Quantizer's calibrator with a running min/max."""
-    from litert_quantizer import calibrator
-    from litert_quantizer.utils import qsv_utils
-
-    mode = calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS
-    recorder = calibrator.CalibrationInterpreter(
-        float_path, mode=mode, qsv_update_func=qsv_utils.min_max_update
-    )
-    signature = recorder.get_signature_runner("serving_default")
-    for sample in samples:
-        signature(**sample)
-    return recorder.get_calibration_results()
-
-
 @pytest.fixture(scope="module")
 def sigmoid_head(tmp_path_factory):
     """4x4 pixels, Dense(16, relu), Dense(1, sigmoid): float32 LiteRT, 200 one-image samples."""
@@ -140,7 +125,7 @@ def test_out_of_the_box_calibration_gives_a_sigmoid_head_a_zero_width_range(sigm
     )
     low, high = _logit_range(averaged)
     assert low == high
-    low, high = _logit_range(_min_max_ranges(path, samples))
+    low, high = _logit_range(quantization.min_max_ranges(path, samples))
     assert high - low > 0.1  # The logits of 200 random images spread out.
 
 
@@ -149,7 +134,7 @@ def test_every_litert_quantizer_variant_loads_and_predicts(sigmoid_head, tmp_pat
     from litert_quantizer.algorithm_manager import AlgorithmName
 
     path, samples, expected = sigmoid_head
-    ranges = _min_max_ranges(path, samples)
+    ranges = quantization.min_max_ranges(path, samples)
     variants = {"dynamic": (recipe.dynamic_wi8_afp32(), None)}
     variants |= {"weight_only": (recipe.weight_only_wi8_afp32(), None)}
     variants |= {"static": (recipe.static_wi8_ai8(), ranges), "fp16": (None, None)}
@@ -191,9 +176,9 @@ def test_layer_errors_names_the_layer_made_hard_to_quantize(tmp_path):
     calibration = [{"image": s["image"].astype(np.float32)} for s in calibration]
     qt = quantizer.Quantizer(path, recipe.static_wi8_ai8())
     quantized = tmp_path / "int8.tflite"
-    qt.quantize(_min_max_ranges(path, calibration), enable_progress_report=False).export_model(
-        str(quantized)
-    )
+    qt.quantize(
+        quantization.min_max_ranges(path, calibration), enable_progress_report=False
+    ).export_model(str(quantized))
     table = quantization.layer_errors(path, quantized, [{"image": r[None]} for r in usual[32:]])
     assert list(table["op"]) == ["FULLY_CONNECTED"] * 3 + ["LOGISTIC"]
     assert table.nlargest(1, "noise_added")["layer"].item() == "hard"

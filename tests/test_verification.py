@@ -472,3 +472,15 @@ def test_release_holds_on_a_failed_checklist_item():
     assert decision == "ship" and "is why acceptance left INT8" in why
     assert verification.release(_checklist(Quan=True), "int8")[0] == "hold"
     assert verification.release(_checklist(), None)[0] == "hold"
+
+
+def test_other_files_get_the_accuracy_rule_without_changing_the_recommendation():
+    # LiteRT Quantizer's files (and dynamic range) sit in the same table, judged by the same rule.
+    table = _table(acc8=0.895)
+    extra = table.loc[["int8", "int8"]].set_axis(["dynamic", "lq_static_oob"])
+    extra.loc["lq_static_oob", "accuracy"] = 0.85  # A broken file: 5 points lost.
+    rules = verification.acceptance(pd.concat([table, extra]))
+    assert _status(rules, "float32 vs dynamic") == "pass"
+    assert _status(rules, "float32 vs lq_static_oob") == "fail"
+    assert rules.attrs["recommendation"] == "int8"
+    assert rules.iloc[-1]["rule"] == "recommendation"

@@ -140,28 +140,17 @@ def rewrite_hard_swish(model):
 def litert_quantizer(float_file: bytes, variant: str, calibration: np.ndarray, tmp: Path) -> bytes:
     """LiteRT Quantizer's ``variant`` ("lq_static": static_wi8_ai8 with running min/max ranges,
     notebook 05's fix; "lq_dynamic": dynamic_wi8_afp32) of a float32 LiteRT file."""
+    from litert_quantizer import quantizer, recipe
+
     (source := tmp / "float.tflite").write_bytes(float_file)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # Progress bars.
         warnings.simplefilter("ignore")  # The calibrator's note on preserving every tensor.
-        return _litert_quantizer(str(source), variant, calibration)
-
-
-def _litert_quantizer(source: str, variant: str, calibration: np.ndarray) -> bytes:
-    from litert_quantizer import calibrator, quantizer, recipe
-    from litert_quantizer.utils import qsv_utils
-
-    if variant == "lq_dynamic":
-        qt = quantizer.Quantizer(source, recipe.dynamic_wi8_afp32())
-        return bytes(qt.quantize(enable_progress_report=False).quantized_model)
-    mode = calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS
-    recorder = calibrator.CalibrationInterpreter(
-        source, mode=mode, qsv_update_func=qsv_utils.min_max_update
-    )
-    for image in calibration:
-        recorder.get_signature_runner("serving_default")(image=image[None])
-    qt = quantizer.Quantizer(source, recipe.static_wi8_ai8())
-    ranges = recorder.get_calibration_results()
-    return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
+        if variant == "lq_dynamic":
+            qt, ranges = quantizer.Quantizer(str(source), recipe.dynamic_wi8_afp32()), None
+        else:
+            qt = quantizer.Quantizer(str(source), recipe.static_wi8_ai8())
+            ranges = quantization.min_max_ranges(source, [{"image": x[None]} for x in calibration])
+        return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
 
 
 def latencies(interpreters: dict, runs: int, rounds: int = 10) -> pd.DataFrame:
